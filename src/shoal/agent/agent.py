@@ -1,0 +1,473 @@
+"""The agent: a model, instructions and tools, and the loop that runs them.
+
+One run is a bounded loop of steps; each step is one model request:
+
+    request -> parse -> validate -> execute -> append -> stop?
+
+- The model answers with text or a tool call (constrained by a grammar on the embedded engine,
+  parsed otherwise). Text ends the run (validated first when ``output_type`` is set).
+- A call is validated against the declared tool before anything runs. An unknown tool, invalid
+  arguments, output that cannot be parsed, or a tool that raises or times out goes back to the
+  model as a short error message; each costs one unit of the ``retries`` budget, and a model
+  that exhausts it gets :class:`~shoal.exceptions.ModelBehaviorError`.
+- Control stays in code: a call identical to one already made in the run is not executed again
+  (its earlier result is reused) and the next step must answer in text; the last step allowed
+  by ``max_steps`` must answer in text too, so a run always ends.
+
+The whole loop is one async generator (:meth:`Agent.run_stream`); :meth:`Agent.run` drains it
+and :meth:`Agent.run_sync` runs that on a fresh event loop, so there is one implementation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any, Generic, TypeVar, overload
+
+from pydantic import TypeAdapter, ValidationError
+
+from shoal.agent.context import fit_to_context
+from shoal.agent.result import (
+    FinalEvent,
+    RunEvent,
+    RunResult,
+    StopReason,
+    TextEvent,
+    ToolCallEvent,
+    ToolCallRecord,
+    ToolResultEvent,
+)
+from shoal.exceptions import (
+    ModelBehaviorError,
+    ToolArgumentsError,
+    ToolError,
+    ToolExecutionError,
+    ToolTimeoutError,
+    UnknownToolError,
+    UserError,
+)
+from shoal.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    ToolCall,
+    ToolDefinition,
+    ToolMessage,
+    Usage,
+    UserMessage,
+)
+from shoal.models import (
+    DEFAULT_MODEL,
+    Model,
+    ModelRequestParameters,
+    ModelResponse,
+    ResponseDone,
+    TextDelta,
+    resolve_model,
+)
+from shoal.settings import ModelSettings, merge_settings
+from shoal.threads import InMemoryThreadStore, Thread, ThreadStore
+from shoal.tools import Tool, as_tool, format_tool_result, relevant_tools
+
+__all__ = ["Agent"]
+
+OutputT = TypeVar("OutputT")
+
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+_OUTCOMES: dict[type[ToolError], str] = {
+    UnknownToolError: "invalid",
+    ToolArgumentsError: "invalid",
+    ToolExecutionError: "failed",
+    ToolTimeoutError: "timeout",
+}
+#: longest tool result shown to the model, in characters; the rest is cut with a marker
+MAX_TOOL_RESULT_CHARS = 4000
+
+
+class Agent(Generic[OutputT]):
+    """A model with instructions and tools. See the module docstring for how a run goes."""
+
+    @overload
+    def __init__(
+        self: Agent[str],
+        name: str,
+        model: str | Model = ...,
+        *,
+        instructions: str = ...,
+        tools: Sequence[Tool | Callable[..., Any]] = ...,
+        output_type: None = None,
+        settings: ModelSettings | None = ...,
+        tool_choice: str = ...,
+        max_steps: int = ...,
+        retries: int = ...,
+        store: ThreadStore | None = ...,
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self: Agent[OutputT],
+        name: str,
+        model: str | Model = ...,
+        *,
+        instructions: str = ...,
+        tools: Sequence[Tool | Callable[..., Any]] = ...,
+        output_type: type[OutputT],
+        settings: ModelSettings | None = ...,
+        tool_choice: str = ...,
+        max_steps: int = ...,
+        retries: int = ...,
+        store: ThreadStore | None = ...,
+    ) -> None: ...
+
+    def __init__(
+        self,
+        name: str,
+        model: str | Model = DEFAULT_MODEL,
+        *,
+        instructions: str = "",
+        tools: Sequence[Tool | Callable[..., Any]] = (),
+        output_type: type[Any] | None = None,
+        settings: ModelSettings | None = None,
+        tool_choice: str = "auto",
+        max_steps: int = 8,
+        retries: int = 2,
+        store: ThreadStore | None = None,
+    ) -> None:
+        if not name or not set(name) <= _NAME_CHARS:
+            raise UserError(f"agent name {name!r}: use letters, digits, '_' and '-'")
+        if max_steps < 1:
+            raise UserError(f"agent {name!r}: max_steps must be at least 1")
+        if retries < 0:
+            raise UserError(f"agent {name!r}: retries cannot be negative")
+        self.name = name
+        self.instructions = instructions
+        self.tools: dict[str, Tool] = {}
+        for item in tools:
+            converted = as_tool(item)
+            if converted.name in self.tools:
+                raise UserError(f"agent {name!r}: two tools are named {converted.name!r}")
+            self.tools[converted.name] = converted
+        self._check_tool_choice(tool_choice)
+        self.tool_choice = tool_choice
+        self.output_type = output_type
+        self._output_adapter: TypeAdapter[Any] | None = (
+            TypeAdapter(output_type) if output_type not in (None, str) else None
+        )
+        self.settings = settings or ModelSettings()
+        self.max_steps = max_steps
+        self.retries = retries
+        self.store: ThreadStore = store if store is not None else InMemoryThreadStore()
+        self._model_ref = model
+        self._model: Model | None = model if isinstance(model, Model) else None
+
+    def _check_tool_choice(self, choice: str) -> None:
+        if choice not in ("auto", "none", "required") and choice not in self.tools:
+            raise UserError(
+                f"agent {self.name!r}: tool_choice {choice!r} is not auto, none, required "
+                f"or a declared tool ({', '.join(self.tools) or 'no tools declared'})"
+            )
+
+    @property
+    def model(self) -> Model:
+        """The model, resolved from its reference on first use."""
+        if self._model is None:
+            self._model = resolve_model(self._model_ref)
+        return self._model
+
+    @property
+    def output_schema(self) -> dict[str, Any] | None:
+        return self._output_adapter.json_schema() if self._output_adapter else None
+
+    def __repr__(self) -> str:
+        return f"Agent({self.name!r}, model={self._model_ref!r}, tools={list(self.tools)})"
+
+    # -- public entry points --------------------------------------------------------------
+
+    async def run(
+        self,
+        message: str,
+        *,
+        thread: Thread | str | None = None,
+        settings: ModelSettings | None = None,
+        tool_choice: str | None = None,
+    ) -> RunResult[OutputT]:
+        """Run the agent on ``message`` (continuing ``thread`` if given) to its final answer."""
+        result: RunResult[OutputT] | None = None
+        async for event in self.run_stream(
+            message, thread=thread, settings=settings, tool_choice=tool_choice
+        ):
+            if isinstance(event, FinalEvent):
+                result = event.result
+        assert result is not None
+        return result
+
+    def run_sync(
+        self,
+        message: str,
+        *,
+        thread: Thread | str | None = None,
+        settings: ModelSettings | None = None,
+        tool_choice: str | None = None,
+    ) -> RunResult[OutputT]:
+        """:meth:`run` for synchronous code (not from inside a running event loop)."""
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            pass
+        else:
+            raise UserError("run_sync() was called inside an event loop: use 'await agent.run()'")
+        return asyncio.run(
+            self.run(message, thread=thread, settings=settings, tool_choice=tool_choice)
+        )
+
+    async def run_stream(
+        self,
+        message: str,
+        *,
+        thread: Thread | str | None = None,
+        settings: ModelSettings | None = None,
+        tool_choice: str | None = None,
+    ) -> AsyncIterator[RunEvent]:
+        """Run the agent, yielding text pieces, tool calls, tool results and the final result."""
+        choice = tool_choice or self.tool_choice
+        self._check_tool_choice(choice)
+        thread_id = thread.id if isinstance(thread, Thread) else thread
+        history: list[Message] = []
+        if thread_id is not None:
+            await self.store.get_thread(thread_id)  # ThreadNotFoundError before any work
+            history = await self.store.get_messages(thread_id)
+        run = _Run(self, history, UserMessage(content=message), settings, choice)
+        async for event in run.steps():
+            if isinstance(event, FinalEvent) and thread_id is not None:
+                await self.store.append_messages(thread_id, event.result.new_messages)
+                event = FinalEvent(_with_thread(event.result, thread_id))
+            yield event
+
+
+def _with_thread(result: RunResult[Any], thread_id: str) -> RunResult[Any]:
+    return dataclasses.replace(result, thread_id=thread_id)
+
+
+class _Run:
+    """The state of one run; :meth:`steps` is the loop."""
+
+    def __init__(
+        self,
+        agent: Agent[Any],
+        history: list[Message],
+        user: UserMessage,
+        settings: ModelSettings | None,
+        tool_choice: str,
+    ) -> None:
+        self.agent = agent
+        self.model = agent.model
+        self.history = history
+        self.new: list[Message] = [user]
+        self.settings = merge_settings(agent.settings, settings)
+        self.first_choice = tool_choice
+        self.usage = Usage()
+        self.records: list[ToolCallRecord] = []
+        self.retries_left = agent.retries
+        self.retries_used = 0
+        self.trimmed = 0
+        self.notes: list[str] = []
+        self.force_text = False
+        self.done_calls: dict[str, ToolCallRecord] = {}
+        self.query = user.content
+        self.selected: tuple[str, ...] = ()
+        #: the previous step's output was unusable or its call invalid (so it is retried)
+        self.last_step_failed = False
+
+    def _params(self, step: int) -> ModelRequestParameters:
+        agent = self.agent
+        declared = tuple(t.definition for t in agent.tools.values())
+        choice = self.first_choice if step == 1 else "auto"
+        allowed: tuple[str, ...] | None = None
+        if choice == "auto" and self.model.profile.tool_selection == "relevance":
+            choice, allowed = self._select_in_code(step, declared)
+        if self.force_text or step == agent.max_steps or not agent.tools:
+            choice = "none"
+        copy = self.model.profile.copy_string_arguments
+        return ModelRequestParameters(
+            tools=declared,
+            tool_choice=choice,
+            allowed_tools=allowed,
+            string_sources=(self.query,) if copy else (),
+            output_schema=agent.output_schema,
+            settings=self.settings,
+        )
+
+    def _select_in_code(
+        self, step: int, declared: tuple[ToolDefinition, ...]
+    ) -> tuple[str, tuple[str, ...] | None]:
+        """Tool choice for a model too small to decide: relevance picks, the model fills in.
+
+        The first step calls one of the tools relevant to the request, or answers directly if
+        none is; a later step retries a call that failed, and otherwise answers from results.
+        """
+        if step == 1:
+            chosen = relevant_tools(self.query, declared)
+            self.selected = tuple(t.name for t in chosen)
+            if not chosen:
+                self.notes.append("step 1: no tool matches the request; answering directly")
+                return "none", None
+            self.notes.append(f"step 1: tools matching the request: {', '.join(self.selected)}")
+            return "required", self.selected
+        if self.selected and self.last_step_failed and self.retries_left > 0:
+            return "required", self.selected
+        return "none", None
+
+    def _system(self) -> list[Message]:
+        text = self.agent.instructions.strip()
+        return [SystemMessage(content=text)] if text else []
+
+    async def steps(self) -> AsyncIterator[RunEvent]:
+        stop: StopReason = "max_steps"
+        output: Any = ""
+        for step in range(1, self.agent.max_steps + 1):
+            params = self._params(step)
+            reserve = merge_settings(self.model.profile.default_settings, params.settings)
+            messages, self.trimmed = fit_to_context(
+                self.model,
+                self._system(),
+                self.history,
+                self.new,
+                params,
+                reserve=reserve.max_tokens or 512,
+            )
+            response: ModelResponse | None = None
+            async for event in self.model.request_stream(messages, params):
+                if isinstance(event, TextDelta):
+                    yield TextEvent(event.text, step)
+                elif isinstance(event, ResponseDone):
+                    response = event.response
+            assert response is not None
+            self.usage = self.usage + response.usage + Usage(steps=1)
+            self.force_text = False
+            self.last_step_failed = False
+            if response.tool_calls:
+                self.new.append(
+                    AssistantMessage(content=response.text, tool_calls=response.tool_calls)
+                )
+                for call in response.tool_calls:
+                    async for tool_event in self._execute(call, step):
+                        yield tool_event
+                continue
+            if response.parse_error is not None:
+                self._reject(response.raw, response.parse_error)
+                continue
+            text = response.text or ""
+            try:
+                output = self._final_output(text)
+            except ValidationError as exc:
+                self._reject(text, _short_validation_error(exc))
+                continue
+            self.new.append(AssistantMessage(content=text))
+            stop = "final"
+            break
+        result: RunResult[Any] = RunResult(
+            output=output,
+            tool_calls=self.records,
+            usage=self.usage,
+            stop_reason=stop,
+            new_messages=self.new,
+            trimmed_messages=self.trimmed,
+            retries=self.retries_used,
+            model_name=self.model.name,
+            notes=self.notes,
+        )
+        yield FinalEvent(result)
+
+    def _final_output(self, text: str) -> Any:
+        adapter = self.agent._output_adapter
+        return adapter.validate_json(text) if adapter is not None else text
+
+    def _spend_retry(self, why: str) -> None:
+        self.retries_used += 1
+        if self.retries_left <= 0:
+            raise ModelBehaviorError(
+                f"{self.model.name} kept producing unusable output "
+                f"({self.retries_used} attempts); last problem: {why}"
+            )
+        self.retries_left -= 1
+
+    def _reject(self, raw: str, why: str) -> None:
+        """Send unusable output back to the model with a short reason."""
+        self._spend_retry(why)
+        self.last_step_failed = True
+        self.new.append(AssistantMessage(content=raw))
+        self.new.append(UserMessage(content=f"Error: {why}. Answer again."))
+
+    async def _execute(self, call: ToolCall, step: int) -> AsyncIterator[RunEvent]:
+        agent = self.agent
+        key = call.name + json.dumps(call.arguments, sort_keys=True, default=str)
+        earlier = self.done_calls.get(key)
+        if earlier is not None:
+            # the model repeats itself: reuse the result and make it answer next
+            self.force_text = True
+            self.notes.append(f"step {step}: repeated call {call.name}; earlier result reused")
+            record = ToolCallRecord(
+                call=call, result=earlier.result, content=earlier.content, outcome="repeated"
+            )
+            self._record(record, call)
+            yield ToolResultEvent(record, step)
+            return
+        tool = agent.tools.get(call.name)
+        started = time.perf_counter()
+        try:
+            if tool is None:
+                offered = ", ".join(agent.tools) or "none"
+                raise UnknownToolError(
+                    f"unknown tool {call.name!r}; available tools: {offered}", tool_name=call.name
+                )
+            arguments = tool.validate(call.arguments)
+            yield ToolCallEvent(call, step)
+            value = await tool.call(arguments)
+        except ToolError as exc:
+            self._spend_retry(str(exc))
+            self.last_step_failed = not isinstance(exc, ToolExecutionError | ToolTimeoutError)
+            outcome = _OUTCOMES.get(type(exc), "failed")
+            record = ToolCallRecord(
+                call=call,
+                content=f"Error: {exc}",
+                error=str(exc),
+                outcome=outcome,
+                seconds=time.perf_counter() - started,
+            )
+        else:
+            record = ToolCallRecord(
+                call=call,
+                result=value,
+                content=_clip(format_tool_result(value)),
+                seconds=time.perf_counter() - started,
+            )
+            self.done_calls[key] = record
+        self._record(record, call)
+        yield ToolResultEvent(record, step)
+
+    def _record(self, record: ToolCallRecord, call: ToolCall) -> None:
+        self.records.append(record)
+        self.new.append(
+            ToolMessage(
+                tool_call_id=call.id,
+                name=call.name,
+                content=record.content,
+                is_error=record.error is not None,
+            )
+        )
+
+
+def _clip(text: str) -> str:
+    if len(text) <= MAX_TOOL_RESULT_CHARS:
+        return text
+    cut = len(text) - MAX_TOOL_RESULT_CHARS
+    return text[:MAX_TOOL_RESULT_CHARS] + f"... [{cut} more characters cut]"
+
+
+def _short_validation_error(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "answer"
+    return f"the answer does not match the required format ({where}: {first['msg']})"

@@ -1,0 +1,99 @@
+"""What a run returns and what a streamed run emits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+from shoal.messages import Message, ToolCall, Usage
+
+__all__ = [
+    "FinalEvent",
+    "RunEvent",
+    "RunResult",
+    "StopReason",
+    "TextEvent",
+    "ToolCallEvent",
+    "ToolCallRecord",
+    "ToolResultEvent",
+]
+
+OutputT = TypeVar("OutputT")
+
+#: ``final``: the model answered; ``max_steps``: the step budget ran out before an answer
+StopReason = Literal["final", "max_steps"]
+
+
+@dataclass(frozen=True)
+class ToolCallRecord:
+    """One call the model made in a run, and what came of it."""
+
+    call: ToolCall
+    #: the function's return value; None when the call failed
+    result: Any = None
+    #: what the model was shown (the formatted result, or the error message)
+    content: str = ""
+    #: why the call failed (unknown tool, invalid arguments, exception, timeout); None if it ran
+    error: str | None = None
+    #: ``ok``, ``invalid`` (not run: unknown tool or bad arguments), ``failed``, ``timeout``,
+    #: ``repeated`` (same call as earlier in the run: not run again, earlier result reused)
+    outcome: str = "ok"
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+@dataclass(frozen=True)
+class RunResult(Generic[OutputT]):
+    """The outcome of ``Agent.run``."""
+
+    output: OutputT
+    tool_calls: list[ToolCallRecord]
+    usage: Usage
+    stop_reason: StopReason
+    #: the messages this run added to the conversation (user, assistant, tool)
+    new_messages: list[Message]
+    #: earlier messages left out of the last request to fit the context window
+    trimmed_messages: int = 0
+    thread_id: str | None = None
+    #: model outputs that could not be used and were sent back for correction
+    retries: int = 0
+    model_name: str = ""
+    #: decisions the loop made in code (forced answers, repeated calls), for tracing
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class TextEvent:
+    """A piece of the model's answer text."""
+
+    text: str
+    step: int
+
+
+@dataclass(frozen=True)
+class ToolCallEvent:
+    """The model asked for a call and its arguments validated; the tool is about to run."""
+
+    call: ToolCall
+    step: int
+
+
+@dataclass(frozen=True)
+class ToolResultEvent:
+    """A call finished (or failed, or was rejected)."""
+
+    record: ToolCallRecord
+    step: int
+
+
+@dataclass(frozen=True)
+class FinalEvent(Generic[OutputT]):
+    """The run is over."""
+
+    result: RunResult[OutputT]
+
+
+RunEvent = TextEvent | ToolCallEvent | ToolResultEvent | FinalEvent[Any]

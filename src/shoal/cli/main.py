@@ -1,0 +1,54 @@
+"""The ``shoal`` command: a thin edge over the public API.
+
+Every command runs inside :func:`main`, which turns a :class:`~shoal.exceptions.ShoalError`
+into a one-line message on stderr and the exit code from
+:data:`~shoal.exceptions.CLI_EXIT_CODES` (see docs/cli.md), never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from shoal import __version__
+from shoal.cli.models import doctor, models
+from shoal.cli.run import chat, run
+from shoal.exceptions import ShoalError, exit_code_for
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="shoal")
+def cli() -> None:
+    """Agents with tools on small language models, on this machine."""
+
+
+cli.add_command(run)
+cli.add_command(chat)
+cli.add_command(models)
+cli.add_command(doctor)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``shoal`` console script."""
+    try:
+        cli.main(args=argv, prog_name="shoal", standalone_mode=False)
+    except ShoalError as exc:
+        click.echo(f"error: {exc}", err=True)
+        return exit_code_for(exc)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        return 130
+    except click.ClickException as exc:
+        exc.show()
+        return exc.exit_code
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,174 @@
+"""Every error Shoal raises, in one tree.
+
+```
+ShoalError                      base of everything Shoal raises on purpose
+├── UserError                   misuse: the caller can fix it
+│   ├── UnknownModelError       a model reference no resolver knows
+│   ├── ModelNotInstalledError  the alias is known but its file/package is missing
+│   ├── ToolDefinitionError     a function that cannot become a tool
+│   ├── SpecError               a malformed agent spec (YAML), with file/line/field
+│   └── ContextOverflowError    a request that cannot fit the model's context at all
+├── ModelError                  the model or its engine failed
+│   ├── ModelLoadError          the weights could not be loaded
+│   └── ModelBehaviorError      the model kept producing unusable output (retries spent)
+├── ToolError                   a tool call went wrong
+│   ├── ToolArgumentsError      arguments failed validation (fed back to the model)
+│   ├── UnknownToolError        the model named a tool that was not offered
+│   ├── ToolExecutionError      the function raised; the original is ``__cause__``
+│   └── ToolTimeoutError        the function ran past its timeout
+├── GuardError                  a limit or policy stopped the action
+└── StoreError                  the thread store failed or was asked for a missing thread
+    └── ThreadNotFoundError
+```
+
+Errors a model can fix (``ToolArgumentsError``, ``UnknownToolError``, a failing tool) go back
+to it as a short message and count against the run's retry budget; the rest reach the caller.
+Two tables map classes to outcomes: :data:`CLI_EXIT_CODES` (documented in ``docs/cli.md``) and,
+for the HTTP server, status codes (added with the server).
+
+Exceptions here never log or print in their constructors.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CLI_EXIT_CODES",
+    "ContextOverflowError",
+    "GuardError",
+    "ModelBehaviorError",
+    "ModelError",
+    "ModelLoadError",
+    "ModelNotInstalledError",
+    "ShoalError",
+    "SpecError",
+    "StoreError",
+    "ThreadNotFoundError",
+    "ToolArgumentsError",
+    "ToolDefinitionError",
+    "ToolError",
+    "ToolExecutionError",
+    "ToolTimeoutError",
+    "UnknownModelError",
+    "UnknownToolError",
+    "UserError",
+    "exit_code_for",
+]
+
+
+class ShoalError(Exception):
+    """Base class of every error Shoal raises on purpose."""
+
+
+# -- misuse ---------------------------------------------------------------------------------
+
+
+class UserError(ShoalError):
+    """The caller asked for something that cannot work; the message says how to fix it."""
+
+
+class UnknownModelError(UserError):
+    """A model reference that no resolver understands."""
+
+
+class ModelNotInstalledError(UserError):
+    """A known model whose weights are not on this machine."""
+
+
+class ToolDefinitionError(UserError):
+    """A callable that cannot be turned into a tool (bad signature, unsupported type)."""
+
+
+class SpecError(UserError):
+    """A malformed agent spec. ``location`` is ``"file:line"`` when known."""
+
+    def __init__(self, message: str, *, location: str | None = None) -> None:
+        super().__init__(f"{location}: {message}" if location else message)
+        self.location = location
+
+
+class ContextOverflowError(UserError):
+    """The system prompt, tool definitions and newest message do not fit the context."""
+
+
+# -- model ----------------------------------------------------------------------------------
+
+
+class ModelError(ShoalError):
+    """The model or its engine failed."""
+
+
+class ModelLoadError(ModelError):
+    """The model file exists but could not be loaded."""
+
+
+class ModelBehaviorError(ModelError):
+    """The model kept producing output that could not be used, after all retries."""
+
+
+# -- tools ----------------------------------------------------------------------------------
+
+
+class ToolError(ShoalError):
+    """A tool call went wrong. ``tool_name`` names the tool when known."""
+
+    def __init__(self, message: str, *, tool_name: str | None = None) -> None:
+        super().__init__(message)
+        self.tool_name = tool_name
+
+
+class ToolArgumentsError(ToolError):
+    """The arguments the model produced do not validate against the tool's schema."""
+
+
+class UnknownToolError(ToolError):
+    """The model named a tool that was not offered to it."""
+
+
+class ToolExecutionError(ToolError):
+    """The tool function raised; the original exception is ``__cause__``."""
+
+
+class ToolTimeoutError(ToolError):
+    """The tool function did not finish within its timeout."""
+
+
+# -- policy and storage ---------------------------------------------------------------------
+
+
+class GuardError(ShoalError):
+    """A limit or policy stopped an action."""
+
+
+class StoreError(ShoalError):
+    """The thread store failed."""
+
+
+class ThreadNotFoundError(StoreError):
+    """No thread with the given id."""
+
+
+# -- outcome tables -------------------------------------------------------------------------
+
+#: CLI exit codes by error class; the most specific class wins. Documented in docs/cli.md.
+CLI_EXIT_CODES: dict[type[BaseException], int] = {
+    ShoalError: 1,
+    UserError: 2,
+    SpecError: 3,
+    UnknownModelError: 4,
+    ModelNotInstalledError: 4,
+    ContextOverflowError: 5,
+    ModelError: 6,
+    ModelBehaviorError: 7,
+    ToolError: 8,
+    GuardError: 9,
+    StoreError: 10,
+    ThreadNotFoundError: 10,
+}
+
+
+def exit_code_for(error: BaseException) -> int:
+    """The CLI exit code for ``error``: its nearest class in :data:`CLI_EXIT_CODES`."""
+    for cls in type(error).__mro__:
+        if cls in CLI_EXIT_CODES:
+            return CLI_EXIT_CODES[cls]
+    return 1

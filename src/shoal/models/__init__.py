@@ -1,0 +1,41 @@
+"""Model backends, profiles and model references (layer L2)."""
+
+from shoal.models.base import (
+    FinishReason,
+    Model,
+    ModelRequestParameters,
+    ModelResponse,
+    ModelStreamEvent,
+    ResponseDone,
+    TextDelta,
+)
+from shoal.models.guard import allow_model_requests, model_requests_allowed
+from shoal.models.llamacpp import LlamaCppModel, engine_info
+from shoal.models.profiles import FAMILY_PROFILES, ModelProfile, profile_from_gguf_metadata
+from shoal.models.registry import ALIASES, DEFAULT_MODEL, PackagedModel, resolve_model
+from shoal.models.test import FunctionModel, ModelRequest, TestModel, sample_from_schema
+
+__all__ = [
+    "ALIASES",
+    "DEFAULT_MODEL",
+    "FAMILY_PROFILES",
+    "FinishReason",
+    "FunctionModel",
+    "LlamaCppModel",
+    "Model",
+    "ModelProfile",
+    "ModelRequest",
+    "ModelRequestParameters",
+    "ModelResponse",
+    "ModelStreamEvent",
+    "PackagedModel",
+    "ResponseDone",
+    "TestModel",
+    "TextDelta",
+    "allow_model_requests",
+    "engine_info",
+    "model_requests_allowed",
+    "profile_from_gguf_metadata",
+    "resolve_model",
+    "sample_from_schema",
+]

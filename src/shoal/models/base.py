@@ -1,0 +1,150 @@
+"""The one seam between the agent loop and every model backend.
+
+A backend implements :class:`Model`: ``request`` (one completion) and ``request_stream``
+(the same, as events), both over a list of :mod:`shoal.messages` values and a
+:class:`ModelRequestParameters` (tools, tool choice, an optional JSON schema the answer must
+satisfy, sampling settings). The backend decides *how* to honour the parameters (a grammar on
+the embedded engine, native fields on a server, parsing otherwise) and returns a
+:class:`ModelResponse` whose ``tool_calls`` are parsed but not yet validated: validation against
+the tools belongs to the loop, which owns the tools. What a backend can do is described by its
+:class:`~shoal.models.profiles.ModelProfile`, which the loop asks instead of checking classes.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from shoal.messages import Message, ToolCall, ToolChoice, ToolDefinition, Usage
+from shoal.models.profiles import ModelProfile
+from shoal.settings import ModelSettings
+
+__all__ = [
+    "FinishReason",
+    "Model",
+    "ModelRequestParameters",
+    "ModelResponse",
+    "ModelStreamEvent",
+    "ResponseDone",
+    "TextDelta",
+]
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class ModelRequestParameters:
+    """What one request asks of the model besides the messages."""
+
+    #: the tools declared to the model (described in the prompt)
+    tools: tuple[ToolDefinition, ...] = ()
+    #: ``auto`` (text or a call), ``none``, ``required`` (some call), or a tool name
+    tool_choice: ToolChoice = "auto"
+    #: names of the declared tools that may be called in this request (None: all of them)
+    allowed_tools: tuple[str, ...] | None = None
+    #: texts that free-form string arguments must be copied from (for tiny models; backends
+    #: that cannot constrain decoding ignore it)
+    string_sources: tuple[str, ...] = ()
+    #: JSON schema a text answer must satisfy (structured output); None for free text
+    output_schema: dict[str, Any] | None = None
+    settings: ModelSettings = field(default_factory=ModelSettings)
+
+    def offered_tools(self) -> tuple[ToolDefinition, ...]:
+        """The tools the model may call under ``tool_choice``."""
+        if self.tool_choice == "none":
+            return ()
+        pool = tuple(
+            t for t in self.tools if self.allowed_tools is None or t.name in self.allowed_tools
+        )
+        if self.tool_choice in ("auto", "required"):
+            return pool
+        return tuple(t for t in pool if t.name == self.tool_choice)
+
+    @property
+    def call_required(self) -> bool:
+        return self.tool_choice not in ("auto", "none") and bool(self.offered_tools())
+
+
+class ModelResponse(BaseModel):
+    """One completion. ``tool_calls`` are parsed, not validated; ``raw`` is the model's text."""
+
+    model_config = ConfigDict(frozen=True)
+
+    text: str | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
+    raw: str = ""
+    finish_reason: FinishReason = "stop"
+    usage: Usage = Usage()
+    #: set when the output looked like a tool call but could not be parsed
+    parse_error: str | None = None
+    model_name: str = ""
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of answer text, streamed as soon as it is known not to be a tool call."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class ResponseDone:
+    """The last event of a stream: the whole response."""
+
+    response: ModelResponse
+
+
+ModelStreamEvent = TextDelta | ResponseDone
+
+
+class Model(abc.ABC):
+    """A backend. Subclasses implement :meth:`request_stream`; :meth:`request` drains it."""
+
+    #: the name results and metrics report (an alias such as ``smollm2-135m``)
+    name: str
+    profile: ModelProfile
+
+    @abc.abstractmethod
+    def request_stream(
+        self, messages: Sequence[Message], params: ModelRequestParameters
+    ) -> AsyncIterator[ModelStreamEvent]:
+        """Stream one completion: any number of :class:`TextDelta`, then a :class:`ResponseDone`."""
+
+    async def request(
+        self, messages: Sequence[Message], params: ModelRequestParameters
+    ) -> ModelResponse:
+        """One completion."""
+        final: ModelResponse | None = None
+        async for event in self.request_stream(messages, params):
+            if isinstance(event, ResponseDone):
+                final = event.response
+        if final is None:  # pragma: no cover - a backend bug, not a user error
+            raise RuntimeError(f"{type(self).__name__} ended its stream without a response")
+        return final
+
+    def count_tokens(self, messages: Sequence[Message], params: ModelRequestParameters) -> int:
+        """Tokens the prompt for this request takes. Default: a character estimate."""
+        chars = sum(len(_message_text(m)) + 8 for m in messages)
+        chars += sum(len(t.model_dump_json()) for t in params.tools)
+        return chars // 3 + 1
+
+    @property
+    def context_length(self) -> int:
+        return self.profile.context_length
+
+    async def prepare(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Load what the first request would otherwise load (weights), ahead of time."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook, a no-op by default
+        """Release what the backend holds (weights, connections)."""
+
+
+def _message_text(message: Message) -> str:
+    if message.role == "assistant":
+        calls = "".join(c.model_dump_json() for c in message.tool_calls)
+        return (message.content or "") + calls
+    return message.content

@@ -1,0 +1,424 @@
+"""The embedded engine: llama.cpp in this process, through ``llama-cpp-python``.
+
+This is the only module that imports ``llama_cpp``, and it does so lazily, when a model is first
+loaded, so ``import shoal`` stays fast. One :class:`LlamaCppModel` holds one ``Llama`` instance,
+loaded once and reused; requests are serialised on it (llama.cpp contexts are not thread-safe)
+and run in a worker thread so the event loop stays free while tokens are produced.
+
+Prompts are rendered with the GGUF's own chat template (:mod:`shoal.models.prompt`); tool calls
+and structured answers are constrained with a GBNF grammar built from the schemas
+(:mod:`shoal.toolcalls.grammar`) using llama.cpp's own JSON-schema converter. A follow-up turn
+reuses the evaluated prefix of the previous prompt (llama-cpp-python keeps the KV cache of the
+last sequence and evaluates only the tokens after the longest common prefix); the number of
+reused tokens is reported as ``usage.cached_prompt_tokens``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import os
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from shoal.exceptions import ContextOverflowError, ModelLoadError, ModelNotInstalledError
+from shoal.messages import Message, Usage
+from shoal.models.base import (
+    FinishReason,
+    Model,
+    ModelRequestParameters,
+    ModelResponse,
+    ModelStreamEvent,
+    ResponseDone,
+    TextDelta,
+)
+from shoal.models.guard import check_model_requests_allowed
+from shoal.models.profiles import ModelProfile, profile_from_gguf_metadata
+from shoal.models.prompt import ChatTemplate, to_chat_turns
+from shoal.settings import ModelSettings, merge_settings
+from shoal.toolcalls import (
+    NO_CALL_GRAMMAR,
+    ParsedOutput,
+    TextStreamSplitter,
+    build_output_grammar,
+    build_tool_grammar,
+    parse_model_output,
+)
+
+#: llama-cpp-python's objects are used through Any: its own type hints are looser than its
+#: runtime behaviour (completion results typed as str | dict unions)
+Llama = Any
+LlamaGrammar = Any
+
+__all__ = ["DEFAULT_MAX_CONTEXT", "LlamaCppModel", "engine_info"]
+
+#: context size used when the caller does not choose one: enough for an agent's prompt and a
+#: few turns, without reserving the KV cache for a model's full trained context
+DEFAULT_MAX_CONTEXT = 4096
+
+_END = object()
+
+
+def _import_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+        import llama_cpp.llama_grammar
+    except ImportError as exc:  # pragma: no cover - depends on the installation
+        raise ModelLoadError(
+            "the embedded engine needs llama-cpp-python: pip install llama-cpp-python"
+        ) from exc
+    return llama_cpp
+
+
+class LlamaCppModel(Model):
+    """A GGUF model run in-process by llama.cpp."""
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        n_ctx: int | None = None,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        profile: ModelProfile | None = None,
+    ) -> None:
+        self.model_path = Path(model_path)
+        self.name = name or self.model_path.stem
+        self._n_ctx = n_ctx
+        self._n_threads = n_threads
+        self._n_gpu_layers = n_gpu_layers
+        self._profile_override = profile
+        self._llm: Llama = None
+        self._template: ChatTemplate | None = None
+        self._profile: ModelProfile | None = profile
+        self._load_lock = threading.Lock()
+        self._run_lock = threading.Lock()
+        self.load_seconds: float | None = None
+
+    # -- loading --------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> ModelProfile:  # type: ignore[override]
+        if self._profile is None:
+            self.load()
+        assert self._profile is not None
+        return self._profile
+
+    @property
+    def loaded(self) -> bool:
+        return self._llm is not None
+
+    def load(self) -> None:
+        """Load the weights now (otherwise the first request does). Safe to call twice."""
+        with self._load_lock:
+            if self._llm is not None:
+                return
+            check_model_requests_allowed(self.name)
+            if not self.model_path.is_file():
+                raise ModelNotInstalledError(f"model file not found: {self.model_path}")
+            llama_cpp = _import_llama_cpp()
+            started = time.perf_counter()
+            try:
+                llm = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=self._n_ctx or 0,
+                    n_threads=self._n_threads or _default_threads(),
+                    n_gpu_layers=self._n_gpu_layers,
+                    verbose=False,
+                )
+            except (ValueError, RuntimeError, OSError) as exc:
+                raise ModelLoadError(f"cannot load {self.model_path}: {exc}") from exc
+            metadata = dict(llm.metadata)
+            profile = self._profile_override or profile_from_gguf_metadata(metadata)
+            trained = profile.context_length
+            wanted = self._n_ctx or min(trained, DEFAULT_MAX_CONTEXT)
+            if llm.n_ctx() != wanted:
+                # n_ctx=0 above read the trained size; reload at the size we want
+                del llm
+                llm = llama_cpp.Llama(
+                    model_path=str(self.model_path),
+                    n_ctx=wanted,
+                    n_threads=self._n_threads or _default_threads(),
+                    n_gpu_layers=self._n_gpu_layers,
+                    verbose=False,
+                )
+            self._profile = profile.replace(context_length=llm.n_ctx())
+            self._template = ChatTemplate(
+                metadata.get("tokenizer.chat_template"),
+                bos_token=_token_text(llm, llm.token_bos()),
+                eos_token=_token_text(llm, llm.token_eos()),
+            )
+            self._llm = llm
+            self.load_seconds = time.perf_counter() - started
+
+    async def prepare(self) -> None:
+        await asyncio.to_thread(self.load)
+
+    async def close(self) -> None:
+        with self._load_lock, self._run_lock:
+            llm, self._llm = self._llm, None
+            if llm is not None:
+                llm.close()
+
+    # -- prompt ---------------------------------------------------------------------------
+
+    def render_prompt(self, messages: Sequence[Message], params: ModelRequestParameters) -> str:
+        """The exact prompt text a request sends to the engine."""
+        self.load()
+        assert self._template is not None
+        turns = to_chat_turns(messages, params.tools)
+        return self._template.render(turns, add_generation_prompt=True)
+
+    def count_tokens(self, messages: Sequence[Message], params: ModelRequestParameters) -> int:
+        prompt = self.render_prompt(messages, params)
+        return len(self._tokenize(prompt))
+
+    def _tokenize(self, text: str) -> list[int]:
+        assert self._llm is not None
+        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=True, special=True)
+        return tokens
+
+    @functools.lru_cache(maxsize=32)  # noqa: B019 - bounded; one model object lives long
+    def _grammar(self, gbnf: str) -> LlamaGrammar:
+        llama_cpp = _import_llama_cpp()
+        return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+
+    def grammar_for(self, params: ModelRequestParameters) -> str | None:
+        """The GBNF text that constrains a request, or None for free text."""
+        llama_cpp = _import_llama_cpp()
+
+        def converter() -> Any:
+            return llama_cpp.llama_grammar.SchemaConverter(
+                prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+            )
+
+        tools = params.offered_tools()
+        if tools:
+            return build_tool_grammar(
+                tools,
+                allow_text=not params.call_required,
+                output_schema=params.output_schema,
+                converter_factory=converter,
+                string_sources=params.string_sources,
+            )
+        if params.output_schema is not None:
+            return build_output_grammar(params.output_schema, converter_factory=converter)
+        return None
+
+    def _plan(self, params: ModelRequestParameters) -> _Plan:
+        """How to decode: one grammar throughout, or decide the branch on the first token.
+
+        A grammar halves llama.cpp's decode speed even when it allows any text, so in ``auto``
+        mode with free text only the first token is sampled under the text-or-call grammar:
+        if it opens a call the call is decoded under the call grammar (the same tokens a single
+        constrained pass would give), otherwise the answer continues unconstrained.
+        """
+        if params.output_schema is None and not params.call_required:
+            if params.offered_tools():
+                required = dataclasses.replace(params, tool_choice="required")
+                return _Plan(grammar=self.grammar_for(required), peek=self.grammar_for(params))
+            if params.tools:
+                # tools are described but may not be called: the answer must not open a call
+                return _Plan(grammar=None, peek=NO_CALL_GRAMMAR)
+        return _Plan(grammar=self.grammar_for(params), peek=None)
+
+    # -- generation -----------------------------------------------------------------------
+
+    async def request_stream(
+        self, messages: Sequence[Message], params: ModelRequestParameters
+    ) -> AsyncIterator[ModelStreamEvent]:
+        await self.prepare()
+        settings = merge_settings(self.profile.default_settings, params.settings)
+        prompt = self.render_prompt(messages, params)
+        plan = self._plan(params)
+        may_call = bool(params.offered_tools())
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        cancelled = threading.Event()
+
+        def produce() -> None:
+            try:
+                for item in self._generate(prompt, plan, settings, cancelled):
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # handed to the consumer, re-raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, _END)
+
+        worker = loop.run_in_executor(None, produce)
+        splitter = TextStreamSplitter()
+        pieces: list[str] = []
+        try:
+            while True:
+                item = await queue.get()
+                if item is _END:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                if isinstance(item, str):
+                    pieces.append(item)
+                    shown = splitter.feed(item)
+                    if shown:
+                        yield TextDelta(shown)
+                    continue
+                finish_reason, usage = item
+                raw = "".join(pieces)
+                tail = splitter.flush()
+                if tail:
+                    yield TextDelta(tail)
+                yield ResponseDone(self._response(raw, finish_reason, usage, may_call=may_call))
+        finally:
+            cancelled.set()
+            with contextlib.suppress(Exception):
+                await worker
+
+    def _response(
+        self, raw: str, finish_reason: str, usage: Usage, *, may_call: bool
+    ) -> ModelResponse:
+        parsed = parse_model_output(raw) if may_call else ParsedOutput(text=raw.strip())
+        reason: FinishReason = "length" if finish_reason == "length" else "stop"
+        if parsed.calls:
+            reason = "tool_calls"
+        return ModelResponse(
+            text=parsed.text,
+            tool_calls=parsed.calls,
+            raw=raw,
+            finish_reason=reason,
+            usage=usage,
+            parse_error=parsed.error,
+            model_name=self.name,
+        )
+
+    def _generate(
+        self, prompt: str, plan: _Plan, settings: ModelSettings, cancelled: threading.Event
+    ) -> Iterator[str | tuple[str, Usage]]:
+        """Runs in a worker thread: yields text pieces, then ``(finish_reason, usage)``."""
+        with self._run_lock:
+            llm = self._llm
+            if llm is None:
+                raise ModelLoadError(f"{self.name} was closed")
+            tokens = self._tokenize(prompt)
+            if len(tokens) + 1 > llm.n_ctx():
+                raise ContextOverflowError(
+                    f"the prompt takes {len(tokens)} tokens; {self.name} holds {llm.n_ctx()}"
+                )
+            max_tokens = min(settings.max_tokens or 512, llm.n_ctx() - len(tokens))
+            cached = _common_prefix(llm, tokens)
+            sampling = _sampling(settings, (*self.profile.stop, *settings.stop))
+            started = time.perf_counter()
+            produced: list[str] = []
+            finish = "stop"
+            grammar, start = plan.grammar, tokens
+            if plan.peek is not None:
+                first = llm.create_completion(
+                    prompt=tokens, max_tokens=1, grammar=self._grammar(plan.peek), **sampling
+                )["choices"][0]
+                text = first["text"]
+                if not text or not text.lstrip().startswith("<"):
+                    # the answer is text: go on without a grammar from the token we have
+                    grammar = None
+                    start = tokens + self._tokenize_piece(text)
+                    produced.append(text)
+                    if text:
+                        yield text
+                    max_tokens -= 1
+                    if not text or first["finish_reason"] == "stop" or max_tokens <= 0:
+                        max_tokens = 0
+                        finish = first["finish_reason"] or "stop"
+            if max_tokens > 0:
+                stream = llm.create_completion(
+                    prompt=start,
+                    max_tokens=max_tokens,
+                    grammar=self._grammar(grammar) if grammar else None,
+                    stream=True,
+                    **sampling,
+                )
+                try:
+                    for chunk in stream:
+                        choice = chunk["choices"][0]
+                        if choice["text"]:
+                            produced.append(choice["text"])
+                            yield choice["text"]
+                        if choice.get("finish_reason"):
+                            finish = choice["finish_reason"]
+                        if cancelled.is_set():
+                            break
+                finally:
+                    stream.close()
+            usage = Usage(
+                requests=1,
+                prompt_tokens=len(tokens),
+                completion_tokens=len(self._tokenize_piece("".join(produced))),
+                cached_prompt_tokens=cached,
+                model_seconds=time.perf_counter() - started,
+            )
+            yield finish, usage
+
+    def _tokenize_piece(self, text: str) -> list[int]:
+        assert self._llm is not None
+        if not text:
+            return []
+        tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+        return tokens
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    #: the grammar for the whole output (None: free text)
+    grammar: str | None
+    #: when set, the first token is sampled under this grammar to choose text or call
+    peek: str | None
+
+
+def _sampling(settings: ModelSettings, stop: Sequence[str]) -> dict[str, Any]:
+    """llama-cpp-python's sampling arguments; unset values mean greedy, unfiltered sampling."""
+    return {
+        "temperature": settings.temperature if settings.temperature is not None else 0.0,
+        "top_p": settings.top_p if settings.top_p is not None else 1.0,
+        "top_k": settings.top_k if settings.top_k is not None else 0,
+        "min_p": settings.min_p if settings.min_p is not None else 0.0,
+        "repeat_penalty": settings.repeat_penalty or 1.0,
+        "stop": list(dict.fromkeys(stop)),
+        "seed": settings.seed,
+    }
+
+
+def _common_prefix(llm: Llama, tokens: Sequence[int]) -> int:
+    """How many leading prompt tokens the engine already holds evaluated."""
+    held = llm.input_ids[: llm.n_tokens]
+    count = 0
+    for a, b in zip(held, tokens, strict=False):
+        if a != b:
+            break
+        count += 1
+    # llama-cpp-python always re-evaluates the last prompt token to get fresh logits
+    return min(count, len(tokens) - 1)
+
+
+def _token_text(llm: Llama, token: int) -> str:
+    if token < 0:
+        return ""
+    return bytes(llm.detokenize([token], special=True)).decode("utf-8", errors="ignore")
+
+
+def _default_threads() -> int:
+    """Physical-ish cores: llama.cpp gains nothing from hyper-threads on the decode path."""
+    count = os.cpu_count() or 1
+    return max(1, count if count <= 4 else count // 2)
+
+
+def engine_info() -> dict[str, str]:
+    """The embedded engine's version and the CPU/GPU backends llama.cpp was built with."""
+    try:
+        llama_cpp = _import_llama_cpp()
+    except ModelLoadError as exc:
+        return {"error": str(exc)}
+    info = llama_cpp.llama_print_system_info()
+    text = info.decode("utf-8", "replace") if isinstance(info, bytes) else str(info)
+    return {"llama_cpp_python": str(llama_cpp.__version__), "system_info": text.strip()}

@@ -1,0 +1,135 @@
+"""Per-family model profiles: what a model needs and what its backend can do.
+
+A :class:`ModelProfile` carries the quirks of a model family (stop strings, whether the chat
+template has a system role, the recommended sampling) and the capabilities of the backend
+serving it (grammar-constrained decoding, native tool fields). The agent loop reads the profile;
+it never checks which backend class it is talking to.
+
+For GGUF files the family is chosen from the file's own metadata (``general.architecture``,
+``general.basename``/``general.name`` and the embedded chat template), never from the file name
+alone: :func:`profile_from_gguf_metadata`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from shoal.settings import ModelSettings
+
+__all__ = ["FAMILY_PROFILES", "ModelProfile", "profile_from_gguf_metadata"]
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """What Shoal knows about a model family and the backend serving it."""
+
+    family: str = "generic"
+    #: tokens the backend will accept in one request (prompt + completion)
+    context_length: int = 4096
+    #: strings that end a turn, beyond the engine's own end-of-generation token
+    stop: tuple[str, ...] = ()
+    #: sampling used when neither the agent nor the request sets a value
+    default_settings: ModelSettings = field(default_factory=ModelSettings)
+    #: the backend can constrain decoding with a grammar (text *or* a valid call)
+    supports_grammar: bool = False
+    #: the backend takes tools and returns calls in native API fields
+    native_tools: bool = False
+    #: how tools are described in the prompt and calls written back (Hermes ``<tool_call>``)
+    tool_format: Literal["hermes"] = "hermes"
+    #: the chat template accepts a system message (otherwise it is folded into the first user turn)
+    system_role: bool = True
+    #: who decides whether (and which) tool to call in ``auto`` mode: ``model`` lets the model
+    #: choose under a text-or-call grammar; ``relevance`` decides in code from the request's
+    #: words (:mod:`shoal.tools.selection`) and has the model fill in the arguments, for models
+    #: too small to make the decision well
+    tool_selection: Literal["model", "relevance"] = "model"
+    #: free-form string arguments are copied from the user's message (a grammar constraint):
+    #: for models that otherwise close strings at once or fill them with noise
+    copy_string_arguments: bool = False
+
+    def replace(self, **changes: object) -> ModelProfile:
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+
+_CHATML_STOP = ("<|im_end|>", "<|endoftext|>")
+
+#: Family defaults. Sampling values are the model authors' published recommendations.
+FAMILY_PROFILES: dict[str, ModelProfile] = {
+    "generic": ModelProfile(),
+    "smollm2": ModelProfile(
+        family="smollm2",
+        context_length=8192,
+        stop=_CHATML_STOP,
+        default_settings=ModelSettings(temperature=0.2, top_p=0.9, max_tokens=512),
+        tool_selection="relevance",
+        copy_string_arguments=True,
+    ),
+    "qwen2": ModelProfile(
+        family="qwen2",
+        context_length=32768,
+        stop=_CHATML_STOP,
+        default_settings=ModelSettings(
+            temperature=0.7, top_p=0.8, top_k=20, repeat_penalty=1.05, max_tokens=512
+        ),
+    ),
+    "llama3": ModelProfile(
+        family="llama3",
+        context_length=8192,
+        stop=("<|eot_id|>", "<|end_of_text|>"),
+        default_settings=ModelSettings(temperature=0.6, top_p=0.9, max_tokens=512),
+    ),
+    "gemma3": ModelProfile(
+        family="gemma3",
+        context_length=32768,
+        stop=("<end_of_turn>",),
+        default_settings=ModelSettings(temperature=1.0, top_k=64, top_p=0.95, max_tokens=512),
+        system_role=False,
+    ),
+    "phi": ModelProfile(
+        family="phi",
+        context_length=4096,
+        stop=("<|end|>", "<|endoftext|>"),
+        default_settings=ModelSettings(temperature=0.0, max_tokens=512),
+    ),
+}
+
+
+def _family_from_metadata(metadata: Mapping[str, str]) -> str:
+    arch = metadata.get("general.architecture", "").lower()
+    names = " ".join(metadata.get(key, "") for key in ("general.basename", "general.name")).lower()
+    template = metadata.get("tokenizer.chat_template", "")
+    if "smollm" in names or "SmolLM" in template:
+        return "smollm2"
+    if arch in ("qwen2", "qwen3", "qwen2moe") or "qwen" in names:
+        return "qwen2"
+    if arch.startswith("gemma"):
+        return "gemma3"
+    if arch.startswith("phi") or "phi" in names.split():
+        return "phi"
+    if "<|eot_id|>" in template or "<|start_header_id|>" in template:
+        return "llama3"
+    if "<|im_start|>" in template:
+        # an unnamed ChatML model: ChatML stops, generic sampling
+        return "chatml"
+    return "generic"
+
+
+def profile_from_gguf_metadata(
+    metadata: Mapping[str, str], *, supports_grammar: bool = True
+) -> ModelProfile:
+    """The profile for a GGUF file, from its metadata (family, context length, template)."""
+    family = _family_from_metadata(metadata)
+    if family == "chatml":
+        base = ModelProfile(family="chatml", stop=_CHATML_STOP)
+    else:
+        base = FAMILY_PROFILES[family]
+    arch = metadata.get("general.architecture", "")
+    trained_ctx = metadata.get(f"{arch}.context_length")
+    context_length = int(trained_ctx) if trained_ctx and trained_ctx.isdigit() else 0
+    return base.replace(
+        context_length=context_length or base.context_length,
+        supports_grammar=supports_grammar,
+    )

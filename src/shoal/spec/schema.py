@@ -1,0 +1,331 @@
+"""The validated form of an agent spec: :class:`AgentSpec` and its :class:`ToolSpec` entries.
+
+The YAML format is described in :mod:`shoal.spec.loader` (and ``docs/agent-spec.md``); this
+module holds what a file turns into once it has been checked, and turns that into a running
+:class:`~shoal.agent.Agent` with :meth:`AgentSpec.build_agent`. Tools are only named here
+(``module:function``); they are imported when an agent is built, not when a spec is loaded, so
+``shoal`` can check a spec without running any of the user's code.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import re
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from shoal.agent import Agent
+from shoal.exceptions import SpecError, ToolDefinitionError
+from shoal.models import DEFAULT_MODEL, Model
+from shoal.settings import ModelSettings
+from shoal.threads import ThreadStore
+from shoal.tools import Tool, as_tool, tool
+
+__all__ = ["AgentSpec", "Loc", "ToolSpec"]
+
+#: A path into the spec's data, as pydantic reports it: ``("tools", 1, "timeout")``.
+Loc = tuple[str | int, ...]
+
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_TOOL_REF = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}")
+_AGENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
+#: the rule shoal.tools applies, checked here too so that the error has a line number
+_TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
+_BUILTIN_CHOICES = ("auto", "none", "required")
+
+#: A cross-field check can only fail as a whole model (loc ``()``); it puts the place it means
+#: under this ``ctx`` key so the loader can point at the right line.
+AT_KEY = "at"
+
+
+def _spec_error(kind: str, message: str, at: Loc) -> PydanticCustomError:
+    # ``message`` is used as a template: it must not quote user text that may contain braces
+    return PydanticCustomError(kind, message, {AT_KEY: at})
+
+
+class ToolSpec(BaseModel):
+    """One entry of ``tools:``. A bare ``"module:function"`` string becomes ``{"ref": ...}``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    ref: str
+    #: the name the model sees; default: the function's name
+    name: str | None = None
+    #: replaces the description taken from the docstring
+    description: str | None = None
+    #: seconds the function may run before the call fails
+    timeout: float | None = Field(default=None, gt=0, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"ref": data}
+        if not isinstance(data, dict | ToolSpec):
+            raise PydanticCustomError(
+                "tool_entry",
+                "a tool entry must be a 'module:function' string or a mapping with a 'ref' key",
+            )
+        return data
+
+    @field_validator("ref")
+    @classmethod
+    def _check_ref(cls, value: str) -> str:
+        if not _TOOL_REF.fullmatch(value):
+            raise PydanticCustomError(
+                "tool_ref",
+                "tool reference '{ref}' must look like 'module:function' "
+                "(for example 'support_tools:lookup_order')",
+                {"ref": value},
+            )
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and not _TOOL_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "tool_name",
+                "tool name '{name}' is not valid: use 1-64 letters, digits, '_', '.' or '-', "
+                "not starting with a digit",
+                {"name": value},
+            )
+        return value
+
+    @property
+    def module(self) -> str:
+        """The dotted module path before the colon."""
+        return self.ref.partition(":")[0]
+
+    @property
+    def attribute(self) -> str:
+        """The function name after the colon."""
+        return self.ref.partition(":")[2]
+
+    @property
+    def tool_name(self) -> str:
+        """The name this entry declares: ``name`` if given, else the function's name."""
+        return self.name or self.attribute
+
+    @property
+    def has_options(self) -> bool:
+        return self.name is not None or self.description is not None or self.timeout is not None
+
+
+class AgentSpec(BaseModel):
+    """An agent described by a YAML file. Load one with :func:`shoal.spec.load_agent_spec`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    instructions: str = ""
+    tools: tuple[ToolSpec, ...] = ()
+    settings: ModelSettings = Field(default_factory=ModelSettings)
+    tool_choice: str = Field(default="auto", min_length=1)
+    max_steps: int = Field(default=8, ge=1, le=50, strict=True)
+    retries: int = Field(default=2, ge=0, le=10, strict=True)
+    #: the file the spec was read from; tool modules are imported from its directory
+    source: Path
+
+    #: how the source is shown in error locations (the path as the caller gave it)
+    _display: str | None = PrivateAttr(default=None)
+    #: line numbers of the places :meth:`build_agent` may have to complain about
+    _lines: dict[Loc, int] = PrivateAttr(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_name(cls, value: str) -> str:
+        if not _AGENT_NAME.fullmatch(value):
+            raise PydanticCustomError(
+                "agent_name",
+                "'{name}' is not a valid name: use letters, digits, '_' and '-' only",
+                {"name": value},
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_tool_names(self) -> Self:
+        seen: dict[str, int] = {}
+        for index, entry in enumerate(self.tools):
+            first = seen.setdefault(entry.tool_name, index)
+            if first != index:
+                raise _spec_error(
+                    "duplicate_tool",
+                    f"tool name {entry.tool_name!r} is already used by tools[{first}]; "
+                    "give one of them another 'name:'",
+                    ("tools", index),
+                )
+        return self
+
+    @field_validator("tool_choice")
+    @classmethod
+    def _check_tool_choice(cls, value: str, info: ValidationInfo) -> str:
+        tools = info.data.get("tools")
+        if tools is None:  # the tools failed validation; that error is the one to report
+            return value
+        names = [entry.tool_name for entry in tools]
+        if value not in _BUILTIN_CHOICES and value not in names:
+            # user text goes in as a placeholder's value: it may contain braces
+            raise PydanticCustomError(
+                "tool_choice", "{message}", {"message": _unknown_choice_message(value, names)}
+            )
+        return value
+
+    # -- locations ------------------------------------------------------------------------
+
+    def location(self, loc: Loc = ()) -> str:
+        """``"file:line"`` for a place in the spec, or just the file when the line is unknown."""
+        where = self._display if self._display is not None else str(self.source)
+        line = self._lines.get(loc)
+        return f"{where}:{line}" if line is not None else where
+
+    def _set_locations(self, display: str, lines: dict[Loc, int]) -> None:
+        self._display = display
+        self._lines = dict(lines)
+
+    # -- building -------------------------------------------------------------------------
+
+    def build_tools(self) -> list[Tool]:
+        """Import every tool the spec names, in order.
+
+        Modules are imported with the spec file's directory first on ``sys.path``. Any failure
+        (module or function missing, not callable, a signature that cannot become a tool, an
+        exception while importing) raises :class:`SpecError` at the line of that entry.
+        """
+        tools: list[Tool] = []
+        names: dict[str, int] = {}
+        with _on_sys_path(self.source.parent):
+            for index, entry in enumerate(self.tools):
+                built = self._build_tool(entry, ("tools", index))
+                if built.name in names:
+                    raise SpecError(
+                        f"{entry.ref} is a tool named {built.name!r}, the same name as "
+                        f"tools[{names[built.name]}]; give one of them another 'name:'",
+                        location=self.location(("tools", index)),
+                    )
+                names[built.name] = index
+                tools.append(built)
+        choice = self.tool_choice
+        if choice not in _BUILTIN_CHOICES and choice not in names:
+            raise SpecError(
+                "tool_choice: " + _unknown_choice_message(choice, list(names)),
+                location=self.location(("tool_choice",)),
+            )
+        return tools
+
+    def build_agent(
+        self, *, model: str | Model | None = None, store: ThreadStore | None = None
+    ) -> Agent[str]:
+        """The :class:`~shoal.agent.Agent` this spec describes.
+
+        ``model`` replaces the spec's model (a reference string or a :class:`Model` instance);
+        a string is resolved by the agent when it first runs, so building loads no weights.
+        """
+        return Agent(
+            self.name,
+            model if model is not None else self.model,
+            instructions=self.instructions,
+            tools=self.build_tools(),
+            settings=self.settings,
+            tool_choice=self.tool_choice,
+            max_steps=self.max_steps,
+            retries=self.retries,
+            store=store,
+        )
+
+    def _build_tool(self, entry: ToolSpec, loc: Loc) -> Tool:
+        where = self.location(loc)
+        target = _import_attribute(entry, where)
+        try:
+            if isinstance(target, Tool):
+                if not entry.has_options:
+                    return target
+                # rebuilt from its function; what the decorator set stays unless overridden
+                return tool(
+                    target.function,
+                    name=entry.name if entry.name is not None else target.name,
+                    description=(
+                        entry.description if entry.description is not None else target.description
+                    ),
+                    timeout=entry.timeout if entry.timeout is not None else target.timeout,
+                )
+            options: dict[str, Any] = {}
+            if entry.description is not None:
+                options["description"] = entry.description
+            if entry.timeout is not None:  # else the tool's default timeout
+                options["timeout"] = entry.timeout
+            if options or getattr(target, "__name__", None) != entry.tool_name:
+                # the model sees the name the spec declares, even for an aliased function
+                return tool(target, name=entry.tool_name, **options)
+            return as_tool(target)
+        except ToolDefinitionError as exc:
+            raise SpecError(f"{entry.ref} cannot be a tool: {exc}", location=where) from exc
+
+
+def _unknown_choice_message(choice: str, names: list[str]) -> str:
+    options = [*_BUILTIN_CHOICES, *names]
+    close = difflib.get_close_matches(choice, options, n=1)
+    hint = f"did you mean {close[0]!r}?" if close else "use one of: " + ", ".join(options)
+    return f"{choice!r} is neither auto, none, required nor a declared tool; {hint}"
+
+
+def _import_attribute(entry: ToolSpec, where: str) -> Callable[..., Any]:
+    module_name, attribute = entry.module, entry.attribute
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            message = (
+                f"cannot import {entry.ref}: no module named {exc.name!r} next to the spec "
+                "file or on sys.path"
+            )
+        else:
+            message = f"cannot import {entry.ref}: importing {module_name!r} failed: {exc}"
+        raise SpecError(message, location=where) from exc
+    except Exception as exc:
+        raise SpecError(
+            f"cannot import {entry.ref}: importing {module_name!r} raised "
+            f"{type(exc).__name__}: {exc}",
+            location=where,
+        ) from exc
+    try:
+        value = getattr(module, attribute)
+    except AttributeError as exc:
+        public = [n for n in vars(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attribute, public, n=1)
+        hint = f"; did you mean {module_name}:{close[0]}?" if close else ""
+        raise SpecError(
+            f"cannot import {entry.ref}: module {module_name!r} has no {attribute!r}{hint}",
+            location=where,
+        ) from exc
+    if not callable(value):
+        raise SpecError(f"{entry.ref} is a {type(value).__name__}, not a function", location=where)
+    return value  # type: ignore[no-any-return]
+
+
+@contextmanager
+def _on_sys_path(directory: Path) -> Iterator[None]:
+    """Put ``directory`` first on ``sys.path`` for the duration, then take it out again."""
+    entry = str(directory.absolute())
+    sys.path.insert(0, entry)
+    try:
+        yield
+    finally:
+        with suppress(ValueError):  # the imported code may have removed it itself
+            sys.path.remove(entry)

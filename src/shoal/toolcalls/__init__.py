@@ -1,0 +1,31 @@
+"""How tool calls are written in a prompt, constrained by a grammar and parsed back (layer L1)."""
+
+from shoal.toolcalls.grammar import (
+    NO_CALL_GRAMMAR,
+    SchemaConverter,
+    build_output_grammar,
+    build_tool_grammar,
+)
+from shoal.toolcalls.hermes import (
+    TOOL_CALL_CLOSE,
+    TOOL_CALL_OPEN,
+    render_call,
+    render_tool_result,
+    render_tools_section,
+)
+from shoal.toolcalls.parse import ParsedOutput, TextStreamSplitter, parse_model_output
+
+__all__ = [
+    "NO_CALL_GRAMMAR",
+    "TOOL_CALL_CLOSE",
+    "TOOL_CALL_OPEN",
+    "ParsedOutput",
+    "SchemaConverter",
+    "TextStreamSplitter",
+    "build_output_grammar",
+    "build_tool_grammar",
+    "parse_model_output",
+    "render_call",
+    "render_tool_result",
+    "render_tools_section",
+]

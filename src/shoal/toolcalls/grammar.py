@@ -1,0 +1,157 @@
+"""GBNF grammars that make a tool call impossible to get wrong.
+
+:func:`build_tool_grammar` composes one grammar from the offered tools' JSON schemas:
+
+- ``auto``: the output is either free text (which may not open with ``<``) or exactly one
+  Hermes call: ``<tool_call>``, ``{"name": "<declared tool>", "arguments": <valid object>}``,
+  ``</tool_call>`` on three lines;
+- ``required`` / a tool name: only the call branch (restricted to that tool when named);
+- with ``output_schema``: the text branch becomes a JSON value matching that schema.
+
+The per-schema rules come from a :class:`SchemaConverter`, the interface of llama.cpp's own
+JSON-schema-to-GBNF converter (``llama_cpp.llama_grammar.SchemaConverter``). It is injected by
+the embedded backend so that this module stays free of the native library, and so that the
+converter llama.cpp maintains is used rather than a hand-written one.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from shoal.messages import ToolDefinition
+from shoal.toolcalls.hermes import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+__all__ = [
+    "NO_CALL_GRAMMAR",
+    "SchemaConverter",
+    "build_output_grammar",
+    "build_tool_grammar",
+    "gbnf_literal",
+]
+
+
+#: free text that cannot open a tool call (the answer when tools exist but may not be called)
+NO_CALL_GRAMMAR = "root ::= [^<\\x00] [^\\x00]*\n"
+
+
+class SchemaConverter(Protocol):
+    """The part of llama.cpp's ``SchemaConverter`` this module uses."""
+
+    def resolve_refs(self, schema: dict[str, Any], url: str) -> dict[str, Any]: ...
+
+    def visit(self, schema: dict[str, Any], name: str) -> str: ...
+
+    def format_grammar(self) -> str: ...
+
+
+def gbnf_literal(text: str) -> str:
+    """``text`` as a quoted GBNF string literal."""
+    escaped = (
+        text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")
+    )
+    return f'"{escaped}"'
+
+
+#: JSON forbids raw control characters inside strings; llama.cpp's older converters allow them,
+#: which lets a small model run a string on across lines and never close it
+_JSON_CHAR = 'char ::= [^"\\\\\\x7F\\x00-\\x1F] | "\\\\" (["\\\\/bfnrt] | "u" [0-9a-fA-F]{4})'
+
+
+def _rules(converter: SchemaConverter) -> str:
+    lines = converter.format_grammar().rstrip().splitlines()
+    return "\n".join(_JSON_CHAR if line.startswith("char ::=") else line for line in lines)
+
+
+def _visit(converter: SchemaConverter, schema: dict[str, Any], name: str) -> str:
+    resolved = converter.resolve_refs(json.loads(json.dumps(schema)), name)
+    return converter.visit(resolved, name)
+
+
+#: a unit a copied string can start or end at: a word (which may hold @ . + - / : ' inside,
+#: so emails, ids and paths stay whole) or one punctuation mark
+_UNIT = re.compile(r"\w(?:[\w@.+\-/:']*\w)?|[^\w\s]")
+
+
+def _json_inner(text: str) -> str:
+    return json.dumps(text, ensure_ascii=False)[1:-1]
+
+
+def copied_string_rules(sources: Sequence[str]) -> list[str]:
+    """GBNF rules for a JSON string that is a run of whole words copied from ``sources``.
+
+    A model of ~100M parameters asked for ``order_id`` given "Where is my order 1042?" often
+    closes the string at once or writes noise; restricted to spans of the request it writes
+    ``"1042"``. Replaces the converter's ``string`` rule.
+    """
+    rules: list[str] = []
+    starts: list[str] = []
+    for s_index, source in enumerate(sources):
+        units = list(_UNIT.finditer(source))
+        for u_index, unit in enumerate(units):
+            name = f"shoal-span-{s_index}-{u_index}"
+            starts.append(name)
+            rule = f"{name} ::= {gbnf_literal(_json_inner(unit.group()))}"
+            if u_index + 1 < len(units):
+                gap = source[unit.end() : units[u_index + 1].start()]
+                rule += f" ( {gbnf_literal(_json_inner(gap))} shoal-span-{s_index}-{u_index + 1} )?"
+            rules.append(rule)
+    body = " | ".join(starts) if starts else "char*"
+    rules.append(f'string ::= "\\"" ( {body} ) "\\"" space')
+    return rules
+
+
+def build_tool_grammar(
+    tools: Sequence[ToolDefinition],
+    *,
+    allow_text: bool,
+    output_schema: dict[str, Any] | None,
+    converter_factory: Callable[[], SchemaConverter],
+    string_sources: Sequence[str] = (),
+) -> str:
+    """A grammar for one turn: a call to one of ``tools``, or (``allow_text``) an answer.
+
+    With ``string_sources`` (and no ``output_schema``), free-form string arguments must be
+    copied from those texts (:func:`copied_string_rules`).
+    """
+    if not tools:
+        raise ValueError("build_tool_grammar needs at least one tool")
+    converter = converter_factory()
+    branches = []
+    for index, tool in enumerate(tools):
+        args_rule = _visit(converter, tool.parameters, f"shoal-args-{index}")
+        head = gbnf_literal(f'"{tool.name}", "arguments": ')
+        branches.append(f"{head} {args_rule}")
+    rules = [
+        "shoal-call ::= "
+        + gbnf_literal(TOOL_CALL_OPEN + '\n{"name": ')
+        + " ( "
+        + " | ".join(branches)
+        + " ) "
+        + gbnf_literal("}\n" + TOOL_CALL_CLOSE),
+    ]
+    if not allow_text:
+        root = "shoal-call"
+    elif output_schema is not None:
+        answer = _visit(converter, output_schema, "shoal-answer")
+        root = f"shoal-call | {answer}"
+    else:
+        # free text that does not start like a tag; the engine stops it at end-of-turn
+        rules.append("shoal-text ::= [^<\\x00] [^\\x00]*")
+        root = "shoal-call | shoal-text"
+    base = _rules(converter)
+    if string_sources and output_schema is None:
+        kept = [line for line in base.splitlines() if not line.startswith("string ::=")]
+        base = "\n".join([*kept, *copied_string_rules(string_sources)])
+    return "\n".join([base, f"root ::= {root}", *rules]) + "\n"
+
+
+def build_output_grammar(
+    output_schema: dict[str, Any], *, converter_factory: Callable[[], SchemaConverter]
+) -> str:
+    """A grammar for a structured answer with no tools offered."""
+    converter = converter_factory()
+    answer = _visit(converter, output_schema, "shoal-answer")
+    return _rules(converter) + f"\nroot ::= {answer}\n"

@@ -1,0 +1,255 @@
+"""The :class:`Tool`: a Python function a model may call, with its schema and limits.
+
+A :class:`Tool` wraps one callable (sync or async) and is built once, up front: the name is
+checked, the signature and docstring become a :class:`~shoal.messages.ToolDefinition` (see
+:mod:`shoal.tools.schema`), and any problem is a :class:`~shoal.exceptions.ToolDefinitionError`
+at definition time rather than in the middle of a run. Its attributes are read-only; to change
+one, build a new ``Tool(t.function, ...)``.
+
+At run time the agent loop calls :meth:`Tool.call` with the JSON object the model produced:
+
+- arguments are validated and coerced (pydantic lax mode); a failure is a
+  :class:`~shoal.exceptions.ToolArgumentsError` whose message is short enough to feed back;
+- async functions are awaited, sync ones run in a worker thread (``asyncio.to_thread``), both
+  under ``asyncio.wait_for(timeout)``; expiry is a :class:`~shoal.exceptions.ToolTimeoutError`.
+  A timed-out *sync* function cannot be killed: its thread runs on, its result is dropped;
+- anything the function raises becomes a :class:`~shoal.exceptions.ToolExecutionError`
+  (``"name: ExcType: message"``) raised ``from`` the original.
+
+Calling the tool object itself (``lookup_order(42)``) calls the plain function, so a decorated
+function still works in ordinary code and tests. :func:`format_tool_result` turns a return
+value into the text the model reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, overload
+
+from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
+
+from shoal.exceptions import ToolDefinitionError, ToolExecutionError, ToolTimeoutError
+from shoal.messages import ToolDefinition
+from shoal.tools.schema import FunctionSchema, function_schema
+
+__all__ = ["DEFAULT_TIMEOUT", "Tool", "as_tool", "format_tool_result", "tool"]
+
+#: Seconds a tool may run unless told otherwise.
+DEFAULT_TIMEOUT = 30.0
+
+TOOL_NAME_PATTERN = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+
+#: What the model reads when a tool returns ``None``.
+NONE_RESULT = "done"
+
+
+class Tool:
+    """A callable the model may use: name, description, argument schema and timeout."""
+
+    def __init__(
+        self,
+        function: Callable[..., Any],
+        *,
+        name: str | None = None,
+        description: str | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
+    ) -> None:
+        if isinstance(function, Tool):
+            function = function.function
+        if not callable(function):
+            raise ToolDefinitionError(f"cannot make a tool of {function!r}: it is not callable")
+        if inspect.isclass(function):
+            raise ToolDefinitionError(
+                f"cannot make a tool of the class {function.__qualname__}: "
+                "pass a function or an instance with __call__"
+            )
+        tool_name = _default_name(function) if name is None else name
+        if not isinstance(tool_name, str) or not TOOL_NAME_PATTERN.match(tool_name):
+            raise ToolDefinitionError(
+                f"invalid tool name {tool_name!r} for {function!r}: use 1-64 letters, digits, "
+                "'_', '.' or '-', not starting with a digit (pass name=...)"
+            )
+        if timeout is not None and not timeout > 0:
+            raise ToolDefinitionError(
+                f"tool {tool_name!r}: timeout must be a positive number of seconds or None"
+            )
+        self._function = function
+        self._name = tool_name
+        self._timeout = None if timeout is None else float(timeout)
+        self._schema: FunctionSchema = function_schema(function, tool_name=tool_name)
+        self._description = self._schema.description if description is None else description
+        self._is_async = _is_async_callable(function)
+        self._definition = ToolDefinition(
+            name=tool_name, description=self._description, parameters=self._schema.parameters
+        )
+
+    # -- read-only attributes ----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def description(self) -> str:
+        return self._description
+
+    @property
+    def function(self) -> Callable[..., Any]:
+        return self._function
+
+    @property
+    def timeout(self) -> float | None:
+        """Seconds :meth:`call` waits for the function; ``None`` means no limit."""
+        return self._timeout
+
+    @property
+    def is_async(self) -> bool:
+        """Whether the function is a coroutine function (else it runs in a thread)."""
+        return self._is_async
+
+    @property
+    def arguments_model(self) -> type[BaseModel]:
+        """The pydantic model behind both the schema and :meth:`validate`.
+
+        Its fields are aliased by parameter name (``a0`` → ``order_id``); use
+        :meth:`validate` rather than this model to get keyword arguments.
+        """
+        return self._schema.arguments_model
+
+    @property
+    def definition(self) -> ToolDefinition:
+        """Name, description and JSON schema of the arguments, as a model is told."""
+        return self._definition
+
+    # -- using the tool ----------------------------------------------------------------------
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate and coerce ``arguments``; return the keyword arguments for the function.
+
+        Every parameter is present in the result (defaults filled in); nested pydantic models,
+        dataclasses and enums are constructed. Raises
+        :class:`~shoal.exceptions.ToolArgumentsError` with a short message for the model.
+        """
+        return self._schema.validate(arguments, tool_name=self._name)
+
+    async def call(self, arguments: Mapping[str, Any]) -> Any:
+        """Validate ``arguments`` and run the function under the timeout; return its result."""
+        kwargs = self.validate(arguments)
+        try:
+            return await asyncio.wait_for(self._run(kwargs), self._timeout)
+        except TimeoutError:
+            # only wait_for raises this here: the function's own errors are wrapped in _run
+            raise ToolTimeoutError(
+                f"{self._name}: timed out after {self._timeout:g} s", tool_name=self._name
+            ) from None
+
+    async def _run(self, kwargs: dict[str, Any]) -> Any:
+        try:
+            if self._is_async:
+                result = await self._function(**kwargs)
+            else:
+                result = await asyncio.to_thread(self._function, **kwargs)
+                if inspect.isawaitable(result):  # a sync wrapper around a coroutine
+                    result = await result
+        except Exception as exc:
+            detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            raise ToolExecutionError(f"{self._name}: {detail}", tool_name=self._name) from exc
+        return result
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the underlying function directly: no validation, no timeout, no wrapping."""
+        return self._function(*args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Tool(name={self._name!r}, timeout={self._timeout!r})"
+
+
+@overload
+def tool(
+    func: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Tool: ...
+
+
+@overload
+def tool(
+    func: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    func: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    timeout: float | None = DEFAULT_TIMEOUT,
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a :class:`Tool` of a function: ``@tool``, ``@tool()`` or ``@tool(name=..., ...)``."""
+
+    def decorate(function: Callable[..., Any]) -> Tool:
+        return Tool(function, name=name, description=description, timeout=timeout)
+
+    if func is None:
+        return decorate
+    return decorate(func)
+
+
+def as_tool(obj: Tool | Callable[..., Any]) -> Tool:
+    """``obj`` itself if it is a :class:`Tool`, else a tool of it with the default settings."""
+    if isinstance(obj, Tool):
+        return obj
+    return Tool(obj)
+
+
+def format_tool_result(value: Any) -> str:
+    """The text the model reads for a tool's return value.
+
+    A string is passed as is and ``None`` reads ``"done"``. Everything else (numbers, bools,
+    pydantic models, dataclasses, dicts, lists, tuples, sets...) becomes compact JSON with
+    non-ASCII text kept; inside it, what JSON cannot represent falls back to ``str()``. A value
+    whose JSON form is a single string (a date, a string enum, an unknown object) is given
+    without the quotes.
+    """
+    if isinstance(value, str):
+        return value
+    if value is None:
+        return NONE_RESULT
+    try:
+        data = to_jsonable_python(value, fallback=str)
+        if isinstance(data, str):  # a date, an enum, bytes, an unknown object: no quotes
+            return data
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
+    except (TypeError, ValueError):
+        return str(value)
+
+
+def _default_name(function: Callable[..., Any]) -> str:
+    target: Any = function
+    while isinstance(target, functools.partial):
+        target = target.func
+    name = getattr(target, "__name__", None)
+    return name if isinstance(name, str) else type(target).__name__
+
+
+def _is_async_callable(function: Callable[..., Any]) -> bool:
+    if inspect.iscoroutinefunction(function):
+        return True
+    if inspect.isroutine(function) or isinstance(function, functools.partial):
+        return False
+    return inspect.iscoroutinefunction(type(function).__call__)
