@@ -172,7 +172,12 @@ class LlamaCppModel(Model):
         """The exact prompt text a request sends to the engine."""
         self.load()
         assert self._template is not None
-        turns = to_chat_turns(messages, params.tools)
+        profile = self.profile
+        if profile.tool_result_style == "context":
+            # tools are described only while they may be called; results become information
+            turns = to_chat_turns(messages, params.offered_tools(), result_style="context")
+        else:
+            turns = to_chat_turns(messages, params.tools)
         return self._template.render(turns, add_generation_prompt=True)
 
     def count_tokens(self, messages: Sequence[Message], params: ModelRequestParameters) -> int:

@@ -49,6 +49,10 @@ class ModelProfile:
     #: free-form string arguments are copied from the user's message (a grammar constraint):
     #: for models that otherwise close strings at once or fill them with noise
     copy_string_arguments: bool = False
+    #: how tool results are shown: ``hermes`` as ``<tool_response>`` turns (models trained on
+    #: them); ``context`` folded into the user's turn as plain information, for models that
+    #: echo a ``<tool_response>`` turn instead of answering from it
+    tool_result_style: Literal["hermes", "context"] = "hermes"
 
     def replace(self, **changes: object) -> ModelProfile:
         return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
@@ -66,6 +70,7 @@ FAMILY_PROFILES: dict[str, ModelProfile] = {
         default_settings=ModelSettings(temperature=0.2, top_p=0.9, max_tokens=512),
         tool_selection="relevance",
         copy_string_arguments=True,
+        tool_result_style="context",
     ),
     "qwen2": ModelProfile(
         family="qwen2",

@@ -13,8 +13,9 @@ Two steps, kept apart so each is easy to test:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 import jinja2.sandbox
@@ -22,7 +23,7 @@ import jinja2.sandbox
 from shoal.messages import Message, ToolDefinition
 from shoal.toolcalls import render_call, render_tool_result, render_tools_section
 
-__all__ = ["CHATML_TEMPLATE", "ChatTemplate", "to_chat_turns"]
+__all__ = ["CHATML_TEMPLATE", "ChatTemplate", "flatten_result", "to_chat_turns"]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -33,9 +34,17 @@ CHATML_TEMPLATE = (
 
 
 def to_chat_turns(
-    messages: Sequence[Message], tools: Sequence[ToolDefinition]
+    messages: Sequence[Message],
+    tools: Sequence[ToolDefinition],
+    *,
+    result_style: Literal["hermes", "context"] = "hermes",
 ) -> list[dict[str, str]]:
-    """Plain chat turns for ``messages``, with ``tools`` declared in the system turn."""
+    """Plain chat turns for ``messages``, with ``tools`` declared in the system turn.
+
+    ``result_style="context"`` is for models too small to read a ``<tool_response>`` turn (they
+    echo it): calls are left out and their results are folded into the user's turn as plain
+    ``key: value`` information, followed by the question.
+    """
     turns: list[dict[str, str]] = []
 
     def add(role: str, content: str) -> None:
@@ -49,6 +58,10 @@ def to_chat_turns(
         system_parts.append(render_tools_section(tools))
     if system_parts:
         turns.append({"role": "system", "content": "\n\n".join(system_parts)})
+    if result_style == "context":
+        for role, content in _context_turns(messages):
+            add(role, content)
+        return turns
     for message in messages:
         if message.role == "system":
             continue
@@ -61,6 +74,60 @@ def to_chat_turns(
         else:
             add("user", render_tool_result(message.content))
     return turns
+
+
+def _context_turns(messages: Sequence[Message]) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    question: str | None = None
+    facts: list[str] = []
+
+    def close_turn() -> None:
+        if question is None:
+            return
+        if facts:
+            info = "\n\n".join(facts)
+            out.append(
+                ("user", f"{info}\n\nAnswer in one sentence using the information: {question}")
+            )
+        else:
+            out.append(("user", question))
+
+    for message in messages:
+        if message.role == "user":
+            close_turn()
+            question, facts = message.content, []
+        elif message.role == "tool":
+            facts.append(f"Information from {message.name}:\n{flatten_result(message.content)}")
+        elif message.role == "assistant" and not message.tool_calls and message.content:
+            close_turn()
+            question, facts = None, []
+            out.append(("assistant", message.content))
+    close_turn()
+    return out
+
+
+def flatten_result(content: str) -> str:
+    """A tool result as ``key: value`` lines when it is a JSON object or list, else as is."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        return content
+    lines: list[str] = []
+
+    def walk(item: Any, prefix: str) -> None:
+        if isinstance(item, dict):
+            for key, inner in item.items():
+                walk(inner, f"{prefix}{key} " if isinstance(inner, dict) else f"{prefix}{key}")
+        elif isinstance(item, list) and all(not isinstance(v, dict | list) for v in item):
+            lines.append(f"{prefix.strip()}: {', '.join(str(v) for v in item)}")
+        elif isinstance(item, list):
+            for index, inner in enumerate(item, 1):
+                walk(inner, f"{prefix}{index} ")
+        else:
+            lines.append(f"{prefix.strip()}: {item}" if prefix.strip() else str(item))
+
+    walk(value, "")
+    return "\n".join(lines)
 
 
 def _raise(message: str) -> None:
