@@ -190,6 +190,6 @@ def _read_line() -> str | None:
         if sys.stdin.isatty():
             return input("you> ")
         line = sys.stdin.readline()
-        return line if line else None
+        return line.rstrip("\r\n") if line else None
     except EOFError:
         return None

@@ -39,8 +39,6 @@ class ModelProfile:
     native_tools: bool = False
     #: how tools are described in the prompt and calls written back (Hermes ``<tool_call>``)
     tool_format: Literal["hermes"] = "hermes"
-    #: the chat template accepts a system message (otherwise it is folded into the first user turn)
-    system_role: bool = True
     #: who decides whether (and which) tool to call in ``auto`` mode: ``model`` lets the model
     #: choose under a text-or-call grammar; ``relevance`` decides in code from the request's
     #: words (:mod:`shoal.tools.selection`) and has the model fill in the arguments, for models
@@ -91,7 +89,6 @@ FAMILY_PROFILES: dict[str, ModelProfile] = {
         context_length=32768,
         stop=("<end_of_turn>",),
         default_settings=ModelSettings(temperature=1.0, top_k=64, top_p=0.95, max_tokens=512),
-        system_role=False,
     ),
     "phi": ModelProfile(
         family="phi",

@@ -123,7 +123,20 @@ def sample_from_schema(schema: dict[str, Any], defs: dict[str, Any] | None = Non
         return {k: sample_from_schema(props[k], defs) for k in schema.get("required", [])}
     if kind == "array":
         return [sample_from_schema(schema["items"], defs)] if schema.get("minItems") else []
+    if kind == "string" and schema.get("format") in _FORMAT_SAMPLES:
+        return _FORMAT_SAMPLES[schema["format"]]
     return {"string": "a", "integer": 0, "number": 0.0, "boolean": False, "null": None}[kind]
+
+
+_FORMAT_SAMPLES = {
+    "date": "2025-01-01",
+    "date-time": "2025-01-01T00:00:00Z",
+    "time": "00:00:00",
+    "duration": "P1D",
+    "email": "someone@example.com",
+    "uri": "https://example.com/",
+    "uuid": "00000000-0000-4000-8000-000000000000",
+}
 
 
 class TestModel(FunctionModel):

@@ -98,8 +98,9 @@ def copied_string_rules(sources: Sequence[str]) -> list[str]:
                 gap = source[unit.end() : units[u_index + 1].start()]
                 rule += f" ( {gbnf_literal(_json_inner(gap))} shoal-span-{s_index}-{u_index + 1} )?"
             rules.append(rule)
-    body = " | ".join(starts) if starts else "char*"
-    rules.append(f'string ::= "\\"" ( {body} ) "\\"" space')
+    if not starts:
+        return []  # nothing to copy from: strings stay free
+    rules.append(f'string ::= "\\"" ( {" | ".join(starts)} ) "\\"" space')
     return rules
 
 
@@ -142,9 +143,10 @@ def build_tool_grammar(
         rules.append("shoal-text ::= [^<\\x00] [^\\x00]*")
         root = "shoal-call | shoal-text"
     base = _rules(converter)
-    if string_sources and output_schema is None:
+    copied = copied_string_rules(string_sources) if output_schema is None else []
+    if copied and "\nstring ::=" in "\n" + base:
         kept = [line for line in base.splitlines() if not line.startswith("string ::=")]
-        base = "\n".join([*kept, *copied_string_rules(string_sources)])
+        base = "\n".join([*kept, *copied])
     return "\n".join([base, f"root ::= {root}", *rules]) + "\n"
 
 

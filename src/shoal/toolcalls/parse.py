@@ -86,7 +86,11 @@ def _parse_bare_json(raw: str) -> ParsedOutput | None:
         payload = json.loads(body)
     except ValueError:
         return None
-    if isinstance(payload, dict) and "name" not in payload:
+    items = payload if isinstance(payload, list) else [payload]
+    if not items or not all(
+        isinstance(i, dict) and "name" in i and ("arguments" in i or "parameters" in i)
+        for i in items
+    ):
         return None  # a JSON answer, not a call
     try:
         return ParsedOutput(text=None, calls=tuple(_calls_from_json(payload)))
