@@ -124,30 +124,14 @@ class LlamaCppModel(Model):
                 raise ModelNotInstalledError(f"model file not found: {self.model_path}")
             llama_cpp = _import_llama_cpp()
             started = time.perf_counter()
-            try:
-                llm = llama_cpp.Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=self._n_ctx or 0,
-                    n_threads=self._n_threads or _default_threads(),
-                    n_gpu_layers=self._n_gpu_layers,
-                    verbose=False,
-                )
-            except (ValueError, RuntimeError, OSError) as exc:
-                raise ModelLoadError(f"cannot load {self.model_path}: {exc}") from exc
+            wanted = self._n_ctx or DEFAULT_MAX_CONTEXT
+            llm = self._open(llama_cpp, wanted)
             metadata = dict(llm.metadata)
             profile = self._profile_override or profile_from_gguf_metadata(metadata)
-            trained = profile.context_length
-            wanted = self._n_ctx or min(trained, DEFAULT_MAX_CONTEXT)
-            if llm.n_ctx() != wanted:
-                # n_ctx=0 above read the trained size; reload at the size we want
-                del llm
-                llm = llama_cpp.Llama(
-                    model_path=str(self.model_path),
-                    n_ctx=wanted,
-                    n_threads=self._n_threads or _default_threads(),
-                    n_gpu_layers=self._n_gpu_layers,
-                    verbose=False,
-                )
+            if self._n_ctx is None and profile.context_length < wanted:
+                # a model trained on a shorter context than our default: load it at its size
+                llm.close()
+                llm = self._open(llama_cpp, profile.context_length)
             self._profile = profile.replace(context_length=llm.n_ctx())
             self._template = ChatTemplate(
                 metadata.get("tokenizer.chat_template"),
@@ -156,6 +140,18 @@ class LlamaCppModel(Model):
             )
             self._llm = llm
             self.load_seconds = time.perf_counter() - started
+
+    def _open(self, llama_cpp: Any, n_ctx: int) -> Llama:
+        try:
+            return llama_cpp.Llama(
+                model_path=str(self.model_path),
+                n_ctx=n_ctx,
+                n_threads=self._n_threads or _default_threads(),
+                n_gpu_layers=self._n_gpu_layers,
+                verbose=False,
+            )
+        except (ValueError, RuntimeError, OSError) as exc:
+            raise ModelLoadError(f"cannot load {self.model_path}: {exc}") from exc
 
     async def prepare(self) -> None:
         await asyncio.to_thread(self.load)
