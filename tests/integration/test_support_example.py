@@ -18,20 +18,20 @@ from .conftest import REPO
 SPEC = REPO / "examples" / "support" / "agent.yaml"
 
 
-def _shoal() -> str:
-    return str(Path(sys.executable).with_name("shoal"))
-
-
-def test_cli_run_calls_the_order_tool_and_answers(support_db: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
-    done = subprocess.run(
-        [_shoal(), "run", str(SPEC), "Where is my order 1042?", "--json"],
+def _shoal(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
+    """Run the installed ``shoal`` command the way a user would."""
+    return subprocess.run(
+        [str(Path(sys.executable).with_name("shoal")), *args],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "SHOAL_HOME": str(home)},
         timeout=240,
         check=False,
     )
+
+
+def test_cli_run_calls_the_order_tool_and_answers(support_db: Path, tmp_path: Path) -> None:
+    done = _shoal("run", str(SPEC), "Where is my order 1042?", "--json", home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     result = json.loads(done.stdout)
@@ -45,28 +45,15 @@ def test_cli_run_calls_the_order_tool_and_answers(support_db: Path, tmp_path: Pa
     assert result["thread_id"]
 
     # the thread can be continued by id
-    again = subprocess.run(
-        [_shoal(), "run", str(SPEC), "Thanks!", "--json", "--thread", result["thread_id"]],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        check=False,
+    again = _shoal(
+        "run", str(SPEC), "Thanks!", "--json", "--thread", result["thread_id"], home=tmp_path
     )
     assert again.returncode == 0, again.stderr
     assert json.loads(again.stdout)["thread_id"] == result["thread_id"]
 
 
 def test_cli_human_output_shows_the_call(support_db: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "SHOAL_HOME": str(tmp_path / "home")}
-    done = subprocess.run(
-        [_shoal(), "run", str(SPEC), "Where is my order 1042?"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=240,
-        check=False,
-    )
+    done = _shoal("run", str(SPEC), "Where is my order 1042?", home=tmp_path)
     assert done.returncode == 0, done.stderr
     assert '→ lookup_order(order_id="1042")' in done.stderr
     assert done.stdout.strip()

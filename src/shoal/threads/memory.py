@@ -8,12 +8,12 @@ and out, so a caller mutating what it passed or got back cannot change what is s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from shoal.exceptions import StoreError, ThreadNotFoundError
 from shoal.messages import Message
 from shoal.threads.base import (
+    ClosingStore,
     MonotonicClock,
     Thread,
     check_paging,
@@ -28,7 +28,7 @@ from shoal.threads.base import (
 __all__ = ["InMemoryThreadStore"]
 
 
-class InMemoryThreadStore:
+class InMemoryThreadStore(ClosingStore):
     """A :class:`~shoal.threads.ThreadStore` that keeps everything in memory."""
 
     def __init__(self) -> None:
@@ -36,17 +36,6 @@ class InMemoryThreadStore:
         self._messages: dict[str, list[str]] = {}
         self._clock = MonotonicClock()
         self._closed = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def _check_open(self) -> None:
         if self._closed:

@@ -36,12 +36,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, TypeVar
 
 from shoal.exceptions import StoreError, ThreadNotFoundError
 from shoal.messages import Message
 from shoal.threads.base import (
+    ClosingStore,
     MonotonicClock,
     Thread,
     check_paging,
@@ -190,7 +190,7 @@ def _require_thread(db: sqlite3.Connection, thread_id: str) -> tuple[Any, ...]:
     return found
 
 
-class SQLiteThreadStore:
+class SQLiteThreadStore(ClosingStore):
     """A :class:`~shoal.threads.ThreadStore` in a SQLite file (created, with its directory,
     if missing). Opening applies pending migrations; use ``async with`` or :meth:`close`."""
 
@@ -202,17 +202,6 @@ class SQLiteThreadStore:
 
     def __repr__(self) -> str:
         return f"SQLiteThreadStore({str(self.path)!r})"
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- plumbing ----------------------------------------------------------------------------
 
