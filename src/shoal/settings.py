@@ -20,13 +20,14 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
-    top_p: float | None = Field(default=None, gt=0.0, le=1.0)
-    top_k: int | None = Field(default=None, ge=0)
-    min_p: float | None = Field(default=None, ge=0.0, le=1.0)
-    repeat_penalty: float | None = Field(default=None, gt=0.0)
-    max_tokens: int | None = Field(default=None, gt=0)
-    seed: int | None = None
+    # strict: a YAML ``yes`` or a string "0.5" is an error, not a number
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0, strict=True)
+    top_p: float | None = Field(default=None, gt=0.0, le=1.0, strict=True)
+    top_k: int | None = Field(default=None, ge=0, strict=True)
+    min_p: float | None = Field(default=None, ge=0.0, le=1.0, strict=True)
+    repeat_penalty: float | None = Field(default=None, gt=0.0, strict=True)
+    max_tokens: int | None = Field(default=None, gt=0, strict=True)
+    seed: int | None = Field(default=None, strict=True)
     stop: tuple[str, ...] = ()
 
 
