@@ -19,7 +19,7 @@ import sys
 import time
 from typing import Any
 
-from _machine import ROOT, progress, summary
+from _machine import ROOT, interleaved_rounds, progress, summary
 
 #: modules ``import shoal`` must not load (house style: heavy dependencies load lazily)
 HEAVY_MODULES = ("llama_cpp", "numpy", "fastapi", "uvicorn", "opentelemetry", "psycopg")
@@ -113,15 +113,7 @@ def bench_cold(rounds: int, model: str) -> dict[str, Any]:
         "raw_load": lambda: _run_child(_CHILD_RAW_LOAD, *shape),
         "shoal_load": lambda: _run_child(_CHILD_SHOAL_LOAD, model),
     }
-    names = list(kinds)
-    runs: list[dict[str, Any]] = []
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        row: dict[str, Any] = {"round": r + 1, "order": order}
-        for name in order:
-            progress(f"cold start: round {r + 1}/{rounds}: {name}")
-            row[name] = kinds[name]()
-        runs.append(row)
+    runs = interleaved_rounds(kinds, rounds, "cold start")
 
     def per_round(fn: Any) -> list[float]:
         return [fn(row) for row in runs]

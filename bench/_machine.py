@@ -20,7 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,23 @@ _started = time.monotonic()
 def progress(message: str) -> None:
     """One line on stderr, prefixed with the seconds since the benchmark started."""
     print(f"[{time.monotonic() - _started:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def interleaved_rounds(
+    variants: dict[str, Callable[[], Any]], rounds: int, label: str
+) -> list[dict[str, Any]]:
+    """Run every variant once per round, rotating which goes first, so that a slow spell of a
+    noisy machine falls on each variant in turn. One row per round: variant name -> result."""
+    names = list(variants)
+    runs: list[dict[str, Any]] = []
+    for r in range(rounds):
+        order = names[r % len(names) :] + names[: r % len(names)]
+        row: dict[str, Any] = {"round": r + 1, "order": order}
+        for name in order:
+            progress(f"{label}: round {r + 1}/{rounds}: {name}")
+            row[name] = variants[name]()
+        runs.append(row)
+    return runs
 
 
 def summary(values: Iterable[float | None]) -> dict[str, Any]:

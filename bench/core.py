@@ -54,7 +54,7 @@ from typing import Any
 import _machine
 import _report
 from _cold import bench_cold
-from _machine import ROOT, progress, summary
+from _machine import ROOT, interleaved_rounds, progress, summary
 
 MODEL = "smollm2-135m"
 DECODE_PROMPT = (
@@ -235,18 +235,11 @@ def bench_decode(
         "shoal_request": lambda: runner.run(shoal_request()),
         "shoal_request_stream": lambda: runner.run(shoal_stream()),
     }
-    names = list(variants)
     progress("decode: one untimed warm-up run of each")
-    for name in names:
-        variants[name]()
-    runs: list[dict[str, Any]] = []
-    for r in range(rounds):
-        order = names[r % len(names) :] + names[: r % len(names)]
-        row: dict[str, Any] = {"round": r + 1, "order": order}
-        for name in order:
-            progress(f"decode: round {r + 1}/{rounds}: {name}")
-            row[name] = variants[name]()
-        runs.append(row)
+    for run in variants.values():
+        run()
+    runs = interleaved_rounds(variants, rounds, "decode")
+    names = list(variants)
     memory["rss_after_decode_mib"] = _rss_mib()
 
     result: dict[str, Any] = {
