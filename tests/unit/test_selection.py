@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 from pydantic import BaseModel
@@ -12,17 +12,9 @@ from shoal.messages import ToolDefinition
 from shoal.tools import rank_tools, relevant_tools, tool
 from shoal.tools.selection import terms
 
+from .sample_tools import lookup_order
+
 # -- realistic tools ----------------------------------------------------------------------
-
-
-@tool
-def lookup_order(order_id: str) -> dict[str, Any]:
-    """Look up an order by its id.
-
-    Args:
-        order_id: The order number.
-    """
-    return {}
 
 
 @tool

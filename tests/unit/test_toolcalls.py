@@ -35,23 +35,9 @@ from shoal.toolcalls import (
 from shoal.toolcalls.grammar import copied_string_rules, gbnf_literal
 from shoal.tools import tool
 
+from .sample_tools import add, lookup_order
+
 # -- tools used throughout ----------------------------------------------------------------
-
-
-@tool
-def lookup_order(order_id: str) -> dict[str, Any]:
-    """Look up an order by its id.
-
-    Args:
-        order_id: The order number.
-    """
-    return {}
-
-
-@tool
-def add(a: int, b: int) -> int:
-    """Add two numbers."""
-    return a + b
 
 
 class Address(BaseModel):
