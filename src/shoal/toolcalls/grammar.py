@@ -33,8 +33,10 @@ __all__ = [
 ]
 
 
+#: free text that does not start like a tag; the engine stops it at end-of-turn
+_FREE_TEXT = "[^<\\x00] [^\\x00]*"
 #: free text that cannot open a tool call (the answer when tools exist but may not be called)
-NO_CALL_GRAMMAR = "root ::= [^<\\x00] [^\\x00]*\n"
+NO_CALL_GRAMMAR = f"root ::= {_FREE_TEXT}\n"
 
 
 class SchemaConverter(Protocol):
@@ -139,15 +141,14 @@ def build_tool_grammar(
         answer = _visit(converter, output_schema, "shoal-answer")
         root = f"shoal-call | {answer}"
     else:
-        # free text that does not start like a tag; the engine stops it at end-of-turn
-        rules.append("shoal-text ::= [^<\\x00] [^\\x00]*")
+        rules.append(f"shoal-text ::= {_FREE_TEXT}")
         root = "shoal-call | shoal-text"
-    base = _rules(converter)
+    lines = _rules(converter).splitlines()
+    kept = [line for line in lines if not line.startswith("string ::=")]
     copied = copied_string_rules(string_sources) if output_schema is None else []
-    if copied and "\nstring ::=" in "\n" + base:
-        kept = [line for line in base.splitlines() if not line.startswith("string ::=")]
-        base = "\n".join([*kept, *copied])
-    return "\n".join([base, f"root ::= {root}", *rules]) + "\n"
+    if copied and len(kept) < len(lines):  # the converter's free string rule is replaced
+        lines = [*kept, *copied]
+    return "\n".join([*lines, f"root ::= {root}", *rules]) + "\n"
 
 
 def build_output_grammar(
