@@ -14,6 +14,7 @@ from shoal.toolcalls.hermes import (
     render_tools_section,
 )
 from shoal.toolcalls.parse import ParsedOutput, TextStreamSplitter, parse_model_output
+from shoal.toolcalls.repair import coerce_arguments, validate_arguments
 
 __all__ = [
     "NO_CALL_GRAMMAR",
@@ -24,8 +25,10 @@ __all__ = [
     "TextStreamSplitter",
     "build_output_grammar",
     "build_tool_grammar",
+    "coerce_arguments",
     "parse_model_output",
     "render_call",
     "render_tool_result",
     "render_tools_section",
+    "validate_arguments",
 ]
