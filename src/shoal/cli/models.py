@@ -7,7 +7,6 @@ from typing import Any
 
 import click
 
-from shoal.exceptions import ModelNotInstalledError
 from shoal.hardware import Hardware, detect_hardware, fits
 from shoal.models import ALIASES, engine_info
 
@@ -15,26 +14,31 @@ __all__ = ["doctor", "models"]
 
 
 def _model_rows(hardware: Hardware) -> list[dict[str, Any]]:
+    """One row per alias. Never assembles or loads a model: an assembled alias whose parts are
+    installed but not yet joined shows where it will go and its known size (``ready`` false)."""
     rows = []
     for alias, entry in sorted(ALIASES.items()):
+        status = entry.status()
         row: dict[str, Any] = {
             "alias": alias,
             "description": entry.description,
             "parameters": entry.parameters,
-            "source": f"pip install {entry.distribution}",
+            "source": entry.install_command,
         }
-        try:
-            path = entry.locate()
-        except ModelNotInstalledError as exc:
-            row |= {"installed": False, "path": None, "size_mb": None, "fits": None,
-                    "why": str(exc)}  # fmt: skip
+        if not status.installed or status.path is None or status.size is None:
+            row |= {"installed": False, "ready": False, "path": None, "size_mb": None,
+                    "fits": None, "why": status.detail, "note": ""}  # fmt: skip
         else:
-            size = path.stat().st_size
-            ok, why = fits(size, hardware)
-            row |= {"installed": True, "path": str(path), "size_mb": round(size / 2**20, 1),
-                    "fits": ok, "why": why}  # fmt: skip
+            ok, why = fits(status.size, hardware)
+            row |= {"installed": True, "ready": status.ready, "path": str(status.path),
+                    "size_mb": round(status.size / 2**20, 1), "fits": ok, "why": why,
+                    "note": status.detail}  # fmt: skip
         rows.append(row)
     return rows
+
+
+def _width(rows: list[dict[str, Any]]) -> int:
+    return max([16, *(len(row["alias"]) for row in rows)])
 
 
 @click.group()
@@ -50,14 +54,17 @@ def list_models(as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
+    w = _width(rows)
     for row in rows:
         if row["installed"]:
             state = "installed" if row["fits"] else "installed, does NOT fit"
-            click.echo(f"{row['alias']:<16} {row['description']}  [{state}: {row['why']}]")
-            click.echo(f"{'':<16} {row['path']}")
+            click.echo(f"{row['alias']:<{w}} {row['description']}  [{state}: {row['why']}]")
+            click.echo(f"{'':<{w}} {row['path']}")
+            if not row["ready"]:
+                click.echo(f"{'':<{w}} {row['note']}")
         else:
-            click.echo(f"{row['alias']:<16} {row['description']}  [not installed]")
-            click.echo(f"{'':<16} {row['source']}")
+            click.echo(f"{row['alias']:<{w}} {row['description']}  [not installed]")
+            click.echo(f"{'':<{w}} {row['source']}")
 
 
 @click.command()
@@ -88,9 +95,12 @@ def doctor(as_json: bool) -> None:
         click.echo(f"engine     llama-cpp-python {engine['llama_cpp_python']}")
         click.echo(f"           {engine['system_info']}")
     click.echo("models")
+    w = _width(report["models"])
     for row in report["models"]:
         if row["installed"]:
             verdict = "fits" if row["fits"] else "does NOT fit"
-            click.echo(f"  {row['alias']:<16} {verdict}: {row['why']}")
+            click.echo(f"  {row['alias']:<{w}} {verdict}: {row['why']}")
+            if not row["ready"]:
+                click.echo(f"  {'':<{w}} {row['note']}")
         else:
-            click.echo(f"  {row['alias']:<16} not installed ({row['source']})")
+            click.echo(f"  {row['alias']:<{w}} not installed ({row['source']})")
