@@ -200,7 +200,7 @@ def test_smollm2_profile() -> None:
     assert profile.context_length == 8192
     assert profile.stop == ("<|im_end|>", "<|endoftext|>")
     assert profile.tool_selection == "relevance"
-    assert profile.copy_string_arguments
+    assert profile.copy_arguments
     assert profile.supports_grammar
     assert not profile.native_tools
 

@@ -616,7 +616,7 @@ def test_tool_grammar_with_output_schema_answers_in_json(
         allow_text=True,
         output_schema=schema,
         converter_factory=converter,
-        string_sources=["Where is order 1042?"],
+        copy_sources=["Where is order 1042?"],
     )
 
     rules = rules_of(grammar)
@@ -777,7 +777,7 @@ def test_tool_grammar_with_sources_replaces_the_string_rule(
         allow_text=True,
         output_schema=None,
         converter_factory=converter,
-        string_sources=['Where is "my" order 1042?\nThanks \\ é ✓'],
+        copy_sources=['Where is "my" order 1042?\nThanks \\ é ✓'],
     )
 
     rules = rules_of(grammar)  # also checks no rule is defined twice
@@ -795,7 +795,7 @@ def test_tool_grammar_with_sources_and_no_string_parameter(
         allow_text=False,
         output_schema=None,
         converter_factory=converter,
-        string_sources=["add 2 and 3"],
+        copy_sources=["add 2 and 3"],
     )
 
     assert_parses(grammar, capfd)
@@ -810,7 +810,7 @@ def test_tool_grammar_with_a_blank_source_parses(
         allow_text=False,
         output_schema=None,
         converter_factory=converter,
-        string_sources=[source],
+        copy_sources=[source],
     )
 
     assert_parses(grammar, capfd)

@@ -10,6 +10,8 @@ One run is a bounded loop of steps; each step is one model request:
   arguments, output that cannot be parsed, or a tool that raises or times out goes back to the
   model as a short error message; each costs one unit of the ``retries`` budget, and a model
   that exhausts it gets :class:`~shoal.exceptions.ModelBehaviorError`.
+- A call to an external tool (:meth:`Tool.external`) is validated but not run: the run stops
+  with it in ``RunResult.pending_calls`` for the caller to run (``stop_reason="tool_calls"``).
 - Control stays in code: a call identical to one already made in the run is not executed again
   (its earlier result is reused) and the next step must answer in text; the last step allowed
   by ``max_steps`` must answer in text too, so a run always ends.
@@ -70,9 +72,10 @@ from shoal.models import (
 )
 from shoal.settings import ModelSettings, merge_settings
 from shoal.threads import InMemoryThreadStore, Thread, ThreadStore
+from shoal.toolcalls import coerce_arguments
 from shoal.tools import Tool, as_tool, format_tool_result, relevant_tools
 
-__all__ = ["Agent"]
+__all__ = ["TOOL_STRATEGIES", "Agent"]
 
 OutputT = TypeVar("OutputT")
 
@@ -85,6 +88,19 @@ _OUTCOMES: dict[type[ToolError], str] = {
 }
 #: longest tool result shown to the model, in characters; the rest is cut with a marker
 MAX_TOOL_RESULT_CHARS = 4000
+
+#: ``tool_strategy`` values: (who selects the tool, constrained decoding)
+#:
+#: - ``grammar``: the model chooses text or a call under a text-or-call grammar;
+#: - ``relevance``: code picks the tools relevant to the request (or none), the model fills in;
+#: - ``two-phase``: the model names one tool or ``none`` (enum-constrained), then fills in;
+#: - ``parse``: no grammar; calls are parsed, repaired and validated from free text.
+TOOL_STRATEGIES: dict[str, tuple[str, bool]] = {
+    "grammar": ("model", True),
+    "relevance": ("relevance", True),
+    "two-phase": ("router", True),
+    "parse": ("model", False),
+}
 
 
 class Agent(Generic[OutputT]):
@@ -101,6 +117,7 @@ class Agent(Generic[OutputT]):
         output_type: None = None,
         settings: ModelSettings | None = ...,
         tool_choice: str = ...,
+        tool_strategy: str | None = ...,
         max_steps: int = ...,
         retries: int = ...,
         store: ThreadStore | None = ...,
@@ -117,6 +134,7 @@ class Agent(Generic[OutputT]):
         output_type: type[OutputT],
         settings: ModelSettings | None = ...,
         tool_choice: str = ...,
+        tool_strategy: str | None = ...,
         max_steps: int = ...,
         retries: int = ...,
         store: ThreadStore | None = ...,
@@ -132,6 +150,7 @@ class Agent(Generic[OutputT]):
         output_type: type[Any] | None = None,
         settings: ModelSettings | None = None,
         tool_choice: str = "auto",
+        tool_strategy: str | None = None,
         max_steps: int = 8,
         retries: int = 2,
         store: ThreadStore | None = None,
@@ -152,6 +171,13 @@ class Agent(Generic[OutputT]):
             self.tools[converted.name] = converted
         self._check_tool_choice(tool_choice)
         self.tool_choice = tool_choice
+        if tool_strategy is not None and tool_strategy not in TOOL_STRATEGIES:
+            raise UserError(
+                f"agent {name!r}: tool_strategy {tool_strategy!r} is not one of "
+                f"{', '.join(TOOL_STRATEGIES)}"
+            )
+        #: how ``auto`` tool choice is decided (None: what the model's profile recommends)
+        self.tool_strategy = tool_strategy
         self.output_type = output_type
         self._output_adapter: TypeAdapter[Any] | None = (
             TypeAdapter(output_type) if output_type not in (None, str) else None
@@ -276,29 +302,74 @@ class _Run:
         self.notes: list[str] = []
         self.force_text = False
         self.done_calls: dict[str, ToolCallRecord] = {}
+        self.pending: list[ToolCall] = []
         self.query = user.content
         self.selected: tuple[str, ...] = ()
         #: the previous step's output was unusable or its call invalid (so it is retried)
         self.last_step_failed = False
+        profile = self.model.profile
+        if agent.tool_strategy is None:
+            self.selection: str = profile.tool_selection
+            self.constrained = profile.supports_grammar
+        else:
+            self.selection, self.constrained = TOOL_STRATEGIES[agent.tool_strategy]
+        #: the tool the router chose on step 1 ("" for none); None before routing
+        self.routed: str | None = None
 
     def _params(self, step: int) -> ModelRequestParameters:
         agent = self.agent
         declared = tuple(t.definition for t in agent.tools.values())
         choice = self.first_choice if step == 1 else "auto"
         allowed: tuple[str, ...] | None = None
-        if choice == "auto" and self.model.profile.tool_selection == "relevance":
+        if choice == "auto" and self.selection == "relevance":
             choice, allowed = self._select_in_code(step, declared)
+        elif choice == "auto" and self.routed is not None:
+            choice = self._after_routing()
         if self.force_text or step == agent.max_steps or not agent.tools:
             choice = "none"
-        copy = self.model.profile.copy_string_arguments
+        copy = self.model.profile.copy_arguments
         return ModelRequestParameters(
             tools=declared,
             tool_choice=choice,
             allowed_tools=allowed,
-            string_sources=(self.query,) if copy else (),
+            copy_sources=(self.query,) if copy else (),
             output_schema=agent.output_schema,
             settings=self.settings,
+            constrained=self.constrained,
         )
+
+    def _after_routing(self) -> str:
+        """Tool choice once the router has spoken: its tool, retried while the call fails."""
+        if not self.routed:
+            return "none"
+        if not self.records and not self.pending:
+            return self.routed
+        return self.routed if self.last_step_failed and self.retries_left > 0 else "auto"
+
+    def _routes(self) -> bool:
+        return self.selection == "router" and self.first_choice == "auto" and bool(self.agent.tools)
+
+    async def _route(self) -> None:
+        """Phase one of ``two-phase``: the model names the tool to call, or ``none``."""
+        tools = list(self.agent.tools.values())
+        names = [t.name for t in tools]
+        listing = "\n".join(f"- {t.name}: {_first_sentence(t.description)}" for t in tools)
+        system = SystemMessage(
+            content=(
+                "Choose the function that does what the user asks, or none if no function "
+                "can do it.\nFunctions:\n" + listing
+            )
+        )
+        params = ModelRequestParameters(
+            output_schema={"enum": [*names, NO_TOOL]},
+            settings=self.settings,
+            constrained=self.constrained,
+        )
+        response = await self.model.request([system, *self.history, self.new[0]], params)
+        self.usage = self.usage + response.usage
+        choice = _enum_choice(response.text or "", names)
+        self.routed = choice or ""
+        self.notes.append(f"router: {choice or 'no tool'}")
 
     def _select_in_code(
         self, step: int, declared: tuple[ToolDefinition, ...]
@@ -328,6 +399,8 @@ class _Run:
         stop: StopReason = "max_steps"
         output: Any = ""
         for step in range(1, self.agent.max_steps + 1):
+            if step == 1 and self._routes():
+                await self._route()
             params = self._params(step)
             reserve = merge_settings(self.model.profile.default_settings, params.settings)
             messages, self.trimmed = fit_to_context(
@@ -355,6 +428,9 @@ class _Run:
                 for call in response.tool_calls:
                     async for tool_event in self._execute(call, step):
                         yield tool_event
+                if self.pending:
+                    stop = "tool_calls"
+                    break
                 continue
             if response.parse_error is not None:
                 self._reject(response.raw, response.parse_error)
@@ -378,6 +454,7 @@ class _Run:
             retries=self.retries_used,
             model_name=self.model.name,
             notes=self.notes,
+            pending_calls=self.pending,
         )
         yield FinalEvent(result)
 
@@ -423,7 +500,17 @@ class _Run:
                 raise UnknownToolError(
                     f"unknown tool {call.name!r}; available tools: {offered}", tool_name=call.name
                 )
-            arguments = tool.validate(call.arguments)
+            coerced, changes = coerce_arguments(call.arguments, tool.definition.parameters)
+            if changes:
+                self.notes.append(
+                    f"step {step}: {call.name} arguments repaired: {'; '.join(changes)}"
+                )
+            arguments = tool.validate(coerced)
+            if tool.external_only:
+                pending = call.model_copy(update={"arguments": arguments})
+                self.pending.append(pending)
+                yield ToolCallEvent(pending, step)
+                return
             yield ToolCallEvent(call, step)
             value = await tool.call(arguments)
         except ToolError as exc:
@@ -458,6 +545,28 @@ class _Run:
                 is_error=record.error is not None,
             )
         )
+
+
+#: the router's answer for "no tool fits"
+NO_TOOL = "none"
+
+
+def _first_sentence(text: str) -> str:
+    text = " ".join(text.split())
+    end = text.find(". ")
+    return text[: end + 1] if 0 <= end < 200 else text[:200]
+
+
+def _enum_choice(text: str, names: Sequence[str]) -> str | None:
+    """The tool named by a router answer (JSON string or bare), or None for none/unknown."""
+    value = text.strip()
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        decoded = value
+    if isinstance(decoded, str):
+        value = decoded.strip()
+    return value if value in names else None
 
 
 def _clip(text: str) -> str:

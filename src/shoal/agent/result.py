@@ -20,8 +20,9 @@ __all__ = [
 
 OutputT = TypeVar("OutputT")
 
-#: ``final``: the model answered; ``max_steps``: the step budget ran out before an answer
-StopReason = Literal["final", "max_steps"]
+#: ``final``: the model answered; ``max_steps``: the step budget ran out before an answer;
+#: ``tool_calls``: the model called external tools, which the caller runs (``pending_calls``)
+StopReason = Literal["final", "max_steps", "tool_calls"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,9 @@ class RunResult(Generic[OutputT]):
     model_name: str = ""
     #: decisions the loop made in code (forced answers, repeated calls), for tracing
     notes: list[str] = field(default_factory=list)
+    #: validated calls to external tools (``Tool.external``) for the caller to run; the run
+    #: stopped at them (``stop_reason == "tool_calls"``)
+    pending_calls: list[ToolCall] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -46,12 +46,15 @@ class ModelRequestParameters:
     tool_choice: ToolChoice = "auto"
     #: names of the declared tools that may be called in this request (None: all of them)
     allowed_tools: tuple[str, ...] | None = None
-    #: texts that free-form string arguments must be copied from (for tiny models; backends
-    #: that cannot constrain decoding ignore it)
-    string_sources: tuple[str, ...] = ()
+    #: texts that free-form string and number arguments must be copied from (for tiny models;
+    #: backends that cannot constrain decoding ignore it)
+    copy_sources: tuple[str, ...] = ()
     #: JSON schema a text answer must satisfy (structured output); None for free text
     output_schema: dict[str, Any] | None = None
     settings: ModelSettings = field(default_factory=ModelSettings)
+    #: constrain decoding with a grammar where the backend can; False reads calls back by
+    #: parsing free text, as on a backend that cannot constrain (for measuring strategies)
+    constrained: bool = True
 
     def offered_tools(self) -> tuple[ToolDefinition, ...]:
         """The tools the model may call under ``tool_choice``."""

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from shoal.exceptions import ContextOverflowError, ModelLoadError, ModelNotInstalledError
-from shoal.messages import Message, Usage
+from shoal.messages import Message, ToolDefinition, Usage
 from shoal.models.base import (
     FinishReason,
     Model,
@@ -206,7 +206,7 @@ class LlamaCppModel(Model):
                 allow_text=not params.call_required,
                 output_schema=params.output_schema,
                 converter_factory=converter,
-                string_sources=params.string_sources,
+                copy_sources=params.copy_sources,
             )
         if params.output_schema is not None:
             return build_output_grammar(params.output_schema, converter_factory=converter)
@@ -220,6 +220,8 @@ class LlamaCppModel(Model):
         if it opens a call the call is decoded under the call grammar (the same tokens a single
         constrained pass would give), otherwise the answer continues unconstrained.
         """
+        if not params.constrained:
+            return _Plan(grammar=None, peek=None)
         if params.output_schema is None and not params.call_required:
             if params.offered_tools():
                 required = dataclasses.replace(params, tool_choice="required")
@@ -238,7 +240,7 @@ class LlamaCppModel(Model):
         settings = merge_settings(self.profile.default_settings, params.settings)
         prompt = self.render_prompt(messages, params)
         plan = self._plan(params)
-        may_call = bool(params.offered_tools())
+        offered = {t.name: t for t in params.offered_tools()}
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         cancelled = threading.Event()
@@ -273,16 +275,21 @@ class LlamaCppModel(Model):
                 tail = splitter.flush()
                 if tail:
                     yield TextDelta(tail)
-                yield ResponseDone(self._response(raw, finish_reason, usage, may_call=may_call))
+                yield ResponseDone(self._response(raw, finish_reason, usage, tools=offered))
         finally:
             cancelled.set()
             with contextlib.suppress(Exception):
                 await worker
 
     def _response(
-        self, raw: str, finish_reason: str, usage: Usage, *, may_call: bool
+        self,
+        raw: str,
+        finish_reason: str,
+        usage: Usage,
+        *,
+        tools: dict[str, ToolDefinition],
     ) -> ModelResponse:
-        parsed = parse_model_output(raw) if may_call else ParsedOutput(text=raw.strip())
+        parsed = parse_model_output(raw, tools) if tools else ParsedOutput(text=raw.strip())
         reason: FinishReason = "length" if finish_reason == "length" else "stop"
         if parsed.calls:
             reason = "tool_calls"

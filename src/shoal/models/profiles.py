@@ -42,11 +42,13 @@ class ModelProfile:
     #: who decides whether (and which) tool to call in ``auto`` mode: ``model`` lets the model
     #: choose under a text-or-call grammar; ``relevance`` decides in code from the request's
     #: words (:mod:`shoal.tools.selection`) and has the model fill in the arguments, for models
-    #: too small to make the decision well
-    tool_selection: Literal["model", "relevance"] = "model"
-    #: free-form string arguments are copied from the user's message (a grammar constraint):
-    #: for models that otherwise close strings at once or fill them with noise
-    copy_string_arguments: bool = False
+    #: too small to make the decision well; ``router`` asks the model first to name one tool
+    #: or ``none`` (an enum-constrained answer), then has it fill that tool's arguments
+    tool_selection: Literal["model", "relevance", "router"] = "model"
+    #: free-form string and number arguments are copied from the user's message (a grammar
+    #: constraint): for models that otherwise close strings at once, fill them with noise or
+    #: write numbers that appear nowhere in the request
+    copy_arguments: bool = False
     #: how tool results are shown: ``hermes`` as ``<tool_response>`` turns (models trained on
     #: them); ``context`` folded into the user's turn as plain information, for models that
     #: echo a ``<tool_response>`` turn instead of answering from it
@@ -67,7 +69,7 @@ FAMILY_PROFILES: dict[str, ModelProfile] = {
         stop=_CHATML_STOP,
         default_settings=ModelSettings(temperature=0.2, top_p=0.9, max_tokens=512),
         tool_selection="relevance",
-        copy_string_arguments=True,
+        copy_arguments=True,
         tool_result_style="context",
     ),
     "qwen2": ModelProfile(

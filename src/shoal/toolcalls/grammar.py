@@ -106,18 +106,62 @@ def copied_string_rules(sources: Sequence[str]) -> list[str]:
     return rules
 
 
+_NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
+_NUMBER_WORDS = {
+    word: index
+    for index, word in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve".split()
+    )
+}
+_WORD = re.compile(r"[a-z]+")
+
+
+def numbers_in(sources: Sequence[str]) -> list[str]:
+    """The numbers written in ``sources``, as JSON literals, in order of first appearance.
+
+    Digits (``1,000`` → ``1000``, ``2.50`` → ``2.5``, a leading ``-`` kept) and the number words
+    zero to twelve.
+    """
+    found: dict[str, None] = {}
+    for source in sources:
+        for match in _NUMBER.finditer(source):
+            text = match.group().replace(",", "")
+            value = float(text)
+            found[str(int(value)) if value.is_integer() and "." not in text else repr(value)] = None
+        for word in _WORD.findall(source.lower()):
+            if word in _NUMBER_WORDS:
+                found[str(_NUMBER_WORDS[word])] = None
+    return list(found)
+
+
+def copied_number_rules(sources: Sequence[str]) -> list[str]:
+    """GBNF ``integer`` and ``number`` rules that allow only the numbers in ``sources``.
+
+    Replaces the converter's rules (each only when ``sources`` hold a number of its kind), so a
+    tiny model fills ``base`` in "a base of 10 units" with ``10`` rather than an invented value.
+    """
+    literals = numbers_in(sources)
+    integers = [n for n in literals if "." not in n and "e" not in n]
+    rules = []
+    if integers:
+        rules.append(f"integer ::= ( {' | '.join(gbnf_literal(n) for n in integers)} ) space")
+    if literals:
+        rules.append(f"number ::= ( {' | '.join(gbnf_literal(n) for n in literals)} ) space")
+    return rules
+
+
 def build_tool_grammar(
     tools: Sequence[ToolDefinition],
     *,
     allow_text: bool,
     output_schema: dict[str, Any] | None,
     converter_factory: Callable[[], SchemaConverter],
-    string_sources: Sequence[str] = (),
+    copy_sources: Sequence[str] = (),
 ) -> str:
     """A grammar for one turn: a call to one of ``tools``, or (``allow_text``) an answer.
 
-    With ``string_sources`` (and no ``output_schema``), free-form string arguments must be
-    copied from those texts (:func:`copied_string_rules`).
+    With ``copy_sources`` (and no ``output_schema``), free-form string and number arguments
+    must be copied from those texts (:func:`copied_string_rules`, :func:`copied_number_rules`).
     """
     if not tools:
         raise ValueError("build_tool_grammar needs at least one tool")
@@ -144,11 +188,27 @@ def build_tool_grammar(
         rules.append(f"shoal-text ::= {_FREE_TEXT}")
         root = "shoal-call | shoal-text"
     lines = _rules(converter).splitlines()
-    kept = [line for line in lines if not line.startswith("string ::=")]
-    copied = copied_string_rules(string_sources) if output_schema is None else []
-    if copied and len(kept) < len(lines):  # the converter's free string rule is replaced
-        lines = [*kept, *copied]
+    if output_schema is None:
+        copied = [*copied_string_rules(copy_sources), *copied_number_rules(copy_sources)]
+        lines = _replace_rules(lines, copied)
     return "\n".join([*lines, f"root ::= {root}", *rules]) + "\n"
+
+
+def _replace_rules(lines: list[str], replacements: list[str]) -> list[str]:
+    """``lines`` with each rule defined in ``replacements`` swapped in, if ``lines`` has it.
+
+    A replacement may bring helper rules (``shoal-span-*``); they are kept only with the rule
+    they serve.
+    """
+    defined = {line.split(" ::= ", 1)[0]: index for index, line in enumerate(lines)}
+    replaced = {r.split(" ::= ", 1)[0] for r in replacements if not r.startswith("shoal-")}
+    replaced &= set(defined)
+    if not replaced:
+        return lines
+    kept = [line for line in lines if line.split(" ::= ", 1)[0] not in replaced]
+    helpers = [r for r in replacements if r.startswith("shoal-")] if "string" in replaced else []
+    chosen = [r for r in replacements if r.split(" ::= ", 1)[0] in replaced]
+    return [*kept, *helpers, *chosen]
 
 
 def build_output_grammar(

@@ -19,6 +19,10 @@ At run time the agent loop calls :meth:`Tool.call` with the JSON object the mode
 Calling the tool object itself (``lookup_order(42)``) calls the plain function, so a decorated
 function still works in ordinary code and tests. :func:`format_tool_result` turns a return
 value into the text the model reads.
+
+:meth:`Tool.external` declares a tool by its JSON schema alone, for a caller that runs it
+itself (an API client that sent its own tools, an evaluator): the model may call it, and a run
+that reaches such a call stops and hands the validated call back instead of running anything.
 """
 
 from __future__ import annotations
@@ -31,10 +35,16 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any, overload
 
+import jsonschema
 from pydantic import BaseModel
 from pydantic_core import to_jsonable_python
 
-from shoal.exceptions import ToolDefinitionError, ToolExecutionError, ToolTimeoutError
+from shoal.exceptions import (
+    ToolArgumentsError,
+    ToolDefinitionError,
+    ToolExecutionError,
+    ToolTimeoutError,
+)
 from shoal.messages import ToolDefinition
 from shoal.tools.schema import FunctionSchema, function_schema
 
@@ -70,24 +80,51 @@ class Tool:
                 "pass a function or an instance with __call__"
             )
         tool_name = _default_name(function) if name is None else name
-        if not isinstance(tool_name, str) or not TOOL_NAME_PATTERN.match(tool_name):
-            raise ToolDefinitionError(
-                f"invalid tool name {tool_name!r} for {function!r}: use 1-64 letters, digits, "
-                "'_', '.' or '-', not starting with a digit (pass name=...)"
-            )
+        _check_name(tool_name, f" for {function!r}")
         if timeout is not None and not timeout > 0:
             raise ToolDefinitionError(
                 f"tool {tool_name!r}: timeout must be a positive number of seconds or None"
             )
-        self._function = function
+        self._function: Callable[..., Any] | None = function
         self._name = tool_name
         self._timeout = None if timeout is None else float(timeout)
-        self._schema: FunctionSchema = function_schema(function, tool_name=tool_name)
+        self._schema: FunctionSchema | None = function_schema(function, tool_name=tool_name)
         self._description = self._schema.description if description is None else description
         self._is_async = _is_async_callable(function)
         self._definition = ToolDefinition(
             name=tool_name, description=self._description, parameters=self._schema.parameters
         )
+
+    @classmethod
+    def external(
+        cls, name: str, *, description: str = "", parameters: Mapping[str, Any] | None = None
+    ) -> Tool:
+        """A tool known by its JSON schema only, that the caller runs.
+
+        The model may call it; the agent validates the call against ``parameters`` and ends the
+        run with the call in :attr:`~shoal.agent.RunResult.pending_calls`.
+        """
+        _check_name(name, "")
+        schema: dict[str, Any] = dict(parameters) if parameters is not None else {}
+        if schema.get("type", "object") != "object":
+            raise ToolDefinitionError(f"tool {name!r}: parameters must be an object schema")
+        try:
+            jsonschema.Draft202012Validator.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            raise ToolDefinitionError(
+                f"tool {name!r}: invalid parameters schema: {exc.message}"
+            ) from None
+        schema.setdefault("type", "object")
+        schema.setdefault("properties", {})
+        self = cls.__new__(cls)
+        self._function = None
+        self._name = name
+        self._timeout = None
+        self._schema = None
+        self._description = description
+        self._is_async = False
+        self._definition = ToolDefinition(name=name, description=description, parameters=schema)
+        return self
 
     # -- read-only attributes ----------------------------------------------------------------
 
@@ -96,11 +133,18 @@ class Tool:
         return self._name
 
     @property
+    def external_only(self) -> bool:
+        """Whether the caller runs this tool (see :meth:`external`)."""
+        return self._function is None
+
+    @property
     def description(self) -> str:
         return self._description
 
     @property
     def function(self) -> Callable[..., Any]:
+        if self._function is None:
+            raise ToolDefinitionError(f"tool {self._name!r} is external: it has no function")
         return self._function
 
     @property
@@ -120,6 +164,8 @@ class Tool:
         Its fields are aliased by parameter name (``a0`` → ``order_id``); use
         :meth:`validate` rather than this model to get keyword arguments.
         """
+        if self._schema is None:
+            raise ToolDefinitionError(f"tool {self._name!r} is external: it has no function")
         return self._schema.arguments_model
 
     @property
@@ -135,11 +181,16 @@ class Tool:
         Every parameter is present in the result (defaults filled in); nested pydantic models,
         dataclasses and enums are constructed. Raises
         :class:`~shoal.exceptions.ToolArgumentsError` with a short message for the model.
+        An external tool's arguments are checked against its JSON schema and returned as given.
         """
+        if self._schema is None:
+            return _validate_against_schema(self._name, arguments, self._definition.parameters)
         return self._schema.validate(arguments, tool_name=self._name)
 
     async def call(self, arguments: Mapping[str, Any]) -> Any:
         """Validate ``arguments`` and run the function under the timeout; return its result."""
+        if self._function is None:
+            raise ToolDefinitionError(f"tool {self._name!r} is external: the caller runs it")
         kwargs = self.validate(arguments)
         try:
             return await asyncio.wait_for(self._run(kwargs), self._timeout)
@@ -150,6 +201,7 @@ class Tool:
             ) from None
 
     async def _run(self, kwargs: dict[str, Any]) -> Any:
+        assert self._function is not None
         try:
             if self._is_async:
                 result = await self._function(**kwargs)
@@ -164,7 +216,7 @@ class Tool:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """Call the underlying function directly: no validation, no timeout, no wrapping."""
-        return self._function(*args, **kwargs)
+        return self.function(*args, **kwargs)
 
     def __repr__(self) -> str:
         return f"Tool(name={self._name!r}, timeout={self._timeout!r})"
@@ -237,6 +289,33 @@ def format_tool_result(value: Any) -> str:
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"), default=str)
     except (TypeError, ValueError):
         return str(value)
+
+
+def _check_name(name: object, where: str) -> None:
+    if not isinstance(name, str) or not TOOL_NAME_PATTERN.match(name):
+        raise ToolDefinitionError(
+            f"invalid tool name {name!r}{where}: use 1-64 letters, digits, "
+            "'_', '.' or '-', not starting with a digit (pass name=...)"
+        )
+
+
+def _validate_against_schema(
+    name: str, arguments: Mapping[str, Any], schema: Mapping[str, Any]
+) -> dict[str, Any]:
+    if not isinstance(arguments, Mapping):
+        raise ToolArgumentsError(
+            f"{name}: arguments must be a JSON object, not {type(arguments).__name__}",
+            tool_name=name,
+        )
+    value = dict(arguments)
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(schema).iter_errors(value)
+    )
+    if error is not None:
+        where = ".".join(str(part) for part in error.absolute_path)
+        prefix = f"{name}: {where}: " if where else f"{name}: "
+        raise ToolArgumentsError(prefix + error.message, tool_name=name)
+    return value
 
 
 def _default_name(function: Callable[..., Any]) -> str:
