@@ -12,6 +12,7 @@ import sys
 import click
 
 from shoal import __version__
+from shoal.cli.evals import eval_group
 from shoal.cli.models import doctor, models
 from shoal.cli.run import chat, run
 from shoal.exceptions import ShoalError, exit_code_for
@@ -29,6 +30,7 @@ cli.add_command(run)
 cli.add_command(chat)
 cli.add_command(models)
 cli.add_command(doctor)
+cli.add_command(eval_group)
 
 
 def main(argv: list[str] | None = None) -> int:
