@@ -99,7 +99,14 @@ def eval_tools(
         _check_writable(output)
     model = resolve_model(model_ref)
     progress = _Progress(len(items), f"{model_ref} ({strategy})")
-    report = asyncio.run(evaluate(items, model, strategy=strategy, on_item=progress.advance))
+
+    async def run() -> EvalReport:
+        try:
+            return await evaluate(items, model, strategy=strategy, on_item=progress.advance)
+        finally:
+            await model.close()
+
+    report = asyncio.run(run())
     progress.close()
     click.echo(format_report(report))
     if output is not None:

@@ -38,8 +38,8 @@ BUCKETS: tuple[str, ...] = get_args(ErrorBucket)
 #: ``--strategy`` values: how the model decides whether and what to call (see docs)
 STRATEGIES = ("auto", "grammar", "relevance", "two-phase", "parse")
 
-#: greedy decoding: evaluations are reproducible
-_GREEDY = ModelSettings(temperature=0.0)
+#: greedy decoding (reproducible); answers capped as the baseline server's are (only calls are scored)
+_GREEDY = ModelSettings(temperature=0.0, max_tokens=256)
 
 
 @dataclass(frozen=True)
@@ -110,10 +110,14 @@ def _summarize(name: str, outcomes: Sequence[ItemOutcome]) -> CategorySummary:
     )
 
 
-def agent_for_item(item: BfclItem, model: Model, strategy: str = "auto") -> Agent[str]:
-    """The agent a question runs on: its functions as external tools, greedy decoding."""
+def _check_strategy(strategy: str) -> None:
     if strategy not in STRATEGIES:
         raise UserError(f"unknown strategy {strategy!r}; choose one of: {', '.join(STRATEGIES)}")
+
+
+def agent_for_item(item: BfclItem, model: Model, strategy: str = "auto") -> Agent[str]:
+    """The agent a question runs on: its functions as external tools, greedy decoding."""
+    _check_strategy(strategy)
     instructions = "\n".join(m["content"] for m in item.messages if m.get("role") == "system")
     tools = [
         Tool.external(t.name, description=t.description, parameters=t.parameters)
@@ -140,6 +144,7 @@ async def evaluate_item(item: BfclItem, model: Model, strategy: str = "auto") ->
     try:
         result = await agent.run(item.question)
     except ModelBehaviorError as exc:
+        retries = agent.retries + 1  # the whole budget, and the attempt that exhausted it
         notes.append(str(exc))
         score = score_calls(item, [], invalid_output=True)
     else:
@@ -182,6 +187,7 @@ async def evaluate(
     on_item: Callable[[ItemOutcome], None] | None = None,
 ) -> EvalReport:
     """Evaluate every item in order (one model, one request at a time)."""
+    _check_strategy(strategy)
     await model.prepare()
     outcomes = []
     for item in items:

@@ -106,32 +106,43 @@ def copied_string_rules(sources: Sequence[str]) -> list[str]:
     return rules
 
 
-_NUMBER = re.compile(r"(?<![\w.])-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|(?<![\w.])-?\d+(?:\.\d+)?")
 _NUMBER_WORDS = {
     word: index
     for index, word in enumerate(
         "zero one two three four five six seven eight nine ten eleven twelve".split()
     )
 }
-_WORD = re.compile(r"[a-z]+")
+#: a number in digits (``1,000``, ``-3``, ``2.50``) or a lower-case word (checked against
+#: :data:`_NUMBER_WORDS`), in one pass so the order of appearance is kept
+_NUMBER_OR_WORD = re.compile(
+    r"(?<![\w.])(-?\d{1,3}(?:,\d{3})+(?:\.\d+)?|-?\d+(?:\.\d+)?)(?![\d])|([a-z]+)"
+)
 
 
 def numbers_in(sources: Sequence[str]) -> list[str]:
     """The numbers written in ``sources``, as JSON literals, in order of first appearance.
 
-    Digits (``1,000`` → ``1000``, ``2.50`` → ``2.5``, a leading ``-`` kept) and the number words
-    zero to twelve.
+    Digits (``1,000`` → ``1000``, ``2.50`` → ``2.5``, a leading ``-`` kept; integers of any
+    size exactly) and the number words zero to twelve.
     """
     found: dict[str, None] = {}
     for source in sources:
-        for match in _NUMBER.finditer(source):
-            text = match.group().replace(",", "")
-            value = float(text)
-            found[str(int(value)) if value.is_integer() and "." not in text else repr(value)] = None
-        for word in _WORD.findall(source.lower()):
-            if word in _NUMBER_WORDS:
+        for match in _NUMBER_OR_WORD.finditer(source.lower()):
+            digits, word = match.groups()
+            if digits is not None:
+                text = digits.replace(",", "")
+                literal = str(int(text)) if "." not in text else _decimal_literal(text)
+                found[literal] = None
+            elif word in _NUMBER_WORDS:
                 found[str(_NUMBER_WORDS[word])] = None
     return list(found)
+
+
+def _decimal_literal(text: str) -> str:
+    """A decimal as JSON writes it: ``2.50`` → ``2.5``, ``3.0`` → ``3.0``, exact digits."""
+    sign = "-" if text.startswith("-") else ""
+    whole, _, fraction = text.lstrip("-").partition(".")
+    return f"{sign}{int(whole or '0')}.{fraction.rstrip('0') or '0'}"
 
 
 def copied_number_rules(sources: Sequence[str]) -> list[str]:

@@ -105,6 +105,11 @@ class Tool:
         run with the call in :attr:`~shoal.agent.RunResult.pending_calls`.
         """
         _check_name(name, "")
+        if parameters is not None and not isinstance(parameters, Mapping):
+            raise ToolDefinitionError(
+                f"tool {name!r}: parameters must be a JSON schema object, "
+                f"not {type(parameters).__name__}"
+            )
         schema: dict[str, Any] = dict(parameters) if parameters is not None else {}
         if schema.get("type", "object") != "object":
             raise ToolDefinitionError(f"tool {name!r}: parameters must be an object schema")
@@ -295,7 +300,7 @@ def _check_name(name: object, where: str) -> None:
     if not isinstance(name, str) or not TOOL_NAME_PATTERN.match(name):
         raise ToolDefinitionError(
             f"invalid tool name {name!r}{where}: use 1-64 letters, digits, "
-            "'_', '.' or '-', not starting with a digit (pass name=...)"
+            "'_', '.' or '-', not starting with a digit" + (" (pass name=...)" if where else "")
         )
 
 
