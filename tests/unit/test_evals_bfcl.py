@@ -655,7 +655,8 @@ def test_wrong_count() -> None:
 def test_empty_ground_truth_wants_no_call() -> None:
     item = make_item([TRIANGLE], [], category="irrelevance")
     assert score_calls(item, []).correct
-    assert score_calls(item, [], invalid_output=True).correct
+    # output that could not be read is a failure even where no call was expected
+    assert_fails(score_calls(item, [], invalid_output=True), "invalid_output")
     assert_fails(
         score_calls(item, [call("geometry_triangle_area", base=1, height=1)]),
         "called_when_should_not",

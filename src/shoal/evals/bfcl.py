@@ -746,8 +746,8 @@ def score_calls(
     Args:
         item: the question, its function docs and its ground truth.
         calls: the calls the model made, in order (names as offered, see :func:`tool_name`).
-        invalid_output: the model produced output that could not be read as calls; with no
-            calls this is reported as ``"invalid_output"`` rather than ``"no_call"``.
+        invalid_output: the run failed on output that could not be read (no answer at all);
+            with no calls this is ``"invalid_output"``, also where no call was expected.
 
     Returns:
         ``Score(correct=True, bucket=None, detail="")`` or a failed score whose bucket is
@@ -759,6 +759,8 @@ def score_calls(
         if calls:
             names = ", ".join(call.name for call in calls)
             return _fail("called_when_should_not", f"called {names}; no offered tool fits")
+        if invalid_output:
+            return _fail("invalid_output", "the model gave no readable answer")
         return _CORRECT
     expected = _expected_calls(item)
     if not calls:
