@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel
 
 from shoal.messages import ToolDefinition
-from shoal.tools import rank_tools, relevant_tools, tool
+from shoal.tools import mentioned_parameters, narrow_to_mentioned, rank_tools, relevant_tools, tool
 from shoal.tools.selection import terms
 
 from .sample_tools import lookup_order
@@ -311,3 +311,53 @@ def test_limit_caps_the_offer() -> None:
     ]
     assert names(relevant_tools("report", tools, limit=2)) == ["report_sales", "report_stock"]
     assert len(relevant_tools("report", tools, limit=10)) == 4
+
+
+# -- optional arguments the request mentions ----------------------------------------------------
+
+_RESTAURANTS = ToolDefinition(
+    name="find_restaurants",
+    description="Find restaurants in a location.",
+    parameters={
+        "type": "object",
+        "properties": {
+            "location": {"type": "string", "description": "The city."},
+            "dietary_requirements": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Special dietary needs, e.g. vegan or gluten-free.",
+            },
+            "price": {"type": "string", "enum": ["cheap", "moderate", "expensive"]},
+            "open_now": {"type": "boolean", "description": "Only places open now."},
+            "limit": {"type": "integer", "description": "How many restaurants to return."},
+        },
+        "required": ["location"],
+    },
+)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("Find vegan restaurants in Berlin", ["dietary_requirements"]),  # a description word
+        ("Find cheap restaurants in Berlin", ["price"]),  # an enum value
+        ("Which restaurants in Rome are open now?", ["open_now"]),  # name words
+        ("Find restaurants in Berlin", []),  # words the whole tool is about select nothing
+    ],
+)
+def test_mentioned_parameters(query: str, expected: list[str]) -> None:
+    assert mentioned_parameters(query, _RESTAURANTS) == expected
+
+
+def test_narrow_to_mentioned_requires_mentioned_and_drops_the_rest() -> None:
+    schema = narrow_to_mentioned("Find cheap vegan food in Berlin", _RESTAURANTS)
+    assert list(schema["properties"]) == ["location", "dietary_requirements", "price"]
+    assert schema["required"] == ["location", "dietary_requirements", "price"]
+    # the declared schema is untouched
+    assert list(_RESTAURANTS.parameters["properties"]) == [
+        "location",
+        "dietary_requirements",
+        "price",
+        "open_now",
+        "limit",
+    ]

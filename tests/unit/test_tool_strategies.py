@@ -23,11 +23,12 @@ from shoal.agent.agent import TOOL_STRATEGIES
 from shoal.exceptions import UserError
 from shoal.messages import Message, SystemMessage, ToolCall, ToolDefinition, Usage, UserMessage
 from shoal.models import ModelRequestParameters, ModelResponse
+from shoal.models.llamacpp import LlamaCppModel
 from shoal.models.profiles import ModelProfile
 from shoal.threads import InMemoryThreadStore
 from shoal.toolcalls import build_tool_grammar
 from shoal.toolcalls.grammar import copied_number_rules, numbers_in
-from shoal.tools import relevant_tools
+from shoal.tools import narrow_to_mentioned, relevant_tools
 
 Answer = str | ToolCall | list[ToolCall] | ModelResponse
 
@@ -94,7 +95,7 @@ def agent(recorder: Recorder, strategy: str | None, **kwargs: Any) -> Agent[str]
 
 
 def test_the_strategies() -> None:
-    assert set(TOOL_STRATEGIES) == {"grammar", "relevance", "two-phase", "parse"}
+    assert set(TOOL_STRATEGIES) == {"grammar", "relevance", "gated", "two-phase", "parse"}
     assert TOOL_STRATEGIES["parse"] == ("model", False)
     assert all(constrained for name, (_, constrained) in TOOL_STRATEGIES.items() if name != "parse")
 
@@ -209,6 +210,50 @@ async def test_relevance_retries_a_failed_call_on_the_same_tools() -> None:
     assert [p.allowed_tools for p in recorder.params] == [("add",), ("add",), None]
     assert result.retries == 1
     assert [r.outcome for r in result.tool_calls] == ["invalid", "ok"]
+
+
+# -- gated: code narrows, the model decides ---------------------------------------------------
+
+
+async def test_gated_offers_the_relevant_tools_and_leaves_the_choice_to_the_model() -> None:
+    recorder = Recorder(order_call(), "It has shipped.")
+
+    result = await agent(recorder, "gated").run("Where is my order 1042?")
+
+    first, second = recorder.params
+    assert first.tool_choice == "auto"  # the model may still answer in text
+    assert not first.call_required
+    assert first.allowed_tools == ("lookup_order", "cancel_order")
+    assert [t.name for t in first.offered_tools()] == ["lookup_order", "cancel_order"]
+    # after the call, every tool is offered again: the model may chain or answer
+    assert second.tool_choice == "auto"
+    assert second.allowed_tools is None
+    assert result.output == "It has shipped."
+
+
+async def test_gated_answers_directly_when_nothing_matches() -> None:
+    recorder = Recorder("I only handle orders.")
+
+    result = await agent(recorder, "gated").run("What is the weather in Paris?")
+
+    [only] = recorder.params
+    assert only.tool_choice == "none"
+    assert only.offered_tools() == ()
+    assert result.output == "I only handle orders."
+
+
+async def test_gated_retries_a_failed_call_on_the_relevant_tools() -> None:
+    recorder = Recorder(
+        ToolCall(name="add", arguments={"a": "two", "b": 3}),
+        ToolCall(name="add", arguments={"a": 2, "b": 3}),
+        "5",
+    )
+
+    result = await agent(recorder, "gated").run("add 2 and 3")
+
+    assert recorder.choices == ["auto", "required", "auto"]
+    assert [p.allowed_tools for p in recorder.params] == [("add",), ("add",), None]
+    assert result.output == "5"
 
 
 # -- two-phase: the model routes first ------------------------------------------------------
@@ -659,3 +704,38 @@ def test_output_schema_ignores_the_sources(capfd: pytest.CaptureFixture[str]) ->
     assert "integral-part" in rules["integer"]
     assert "char*" in rules["string"]
     assert_llama_cpp_parses(grammar, capfd)
+
+
+# -- call schemas: the grammar constrains a call with the narrowed schema ---------------------
+
+
+def test_grammar_uses_the_narrowed_call_schema() -> None:
+    definition = ToolDefinition(
+        name="find_restaurants",
+        description="Find restaurants.",
+        parameters={
+            "type": "object",
+            "properties": {
+                "location": {"type": "string"},
+                "cuisine": {"type": "string", "description": "e.g. Thai, Seafood"},
+                "limit": {"type": "integer"},
+            },
+            "required": ["location"],
+        },
+    )
+    model = LlamaCppModel("unused.gguf")  # grammar_for needs no weights
+    query = "Find seafood restaurants in Seattle"
+    full = model.grammar_for(ModelRequestParameters(tools=(definition,), tool_choice="required"))
+    narrowed = model.grammar_for(
+        ModelRequestParameters(
+            tools=(definition,),
+            tool_choice="required",
+            call_schemas={definition.name: narrow_to_mentioned(query, definition)},
+        )
+    )
+    assert full is not None
+    assert narrowed is not None
+    assert '\\"limit\\"' in full
+    assert '\\"cuisine\\"' in full
+    assert '\\"limit\\"' not in narrowed  # not mentioned: left out
+    assert '\\"cuisine\\"' in narrowed  # mentioned ("seafood" is in its description)

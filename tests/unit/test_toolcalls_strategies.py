@@ -1155,3 +1155,19 @@ def test_absurd_nesting_does_not_crash(raw: str) -> None:
     parsed = parse_model_output(raw, TOOLS)
 
     assert parsed.calls == ()
+
+
+# -- constrained output: only Hermes blocks are calls -----------------------------------------
+
+
+def test_constrained_output_reads_only_hermes_calls() -> None:
+    raw = '{"name": "get_weather", "arguments": {"city": "Paris"}}'
+    # unconstrained, JSON that is call-shaped is a call ...
+    assert parse_model_output(raw, ["get_weather"]).calls
+    # ... but under a grammar the text branch is the model's answer, whatever it looks like
+    parsed = parse_model_output(raw, ["get_weather"], constrained=True)
+    assert parsed.calls == ()
+    assert parsed.text == raw
+    hermes = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    [call] = parse_model_output(hermes, ["get_weather"], constrained=True).calls
+    assert call.arguments == {"city": "Paris"}

@@ -55,6 +55,8 @@ def test_public_api() -> None:
         "ToolScore",
         "as_tool",
         "format_tool_result",
+        "mentioned_parameters",
+        "narrow_to_mentioned",
         "rank_tools",
         "relevant_tools",
         "tool",

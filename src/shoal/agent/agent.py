@@ -73,7 +73,7 @@ from shoal.models import (
 from shoal.settings import ModelSettings, merge_settings
 from shoal.threads import InMemoryThreadStore, Thread, ThreadStore
 from shoal.toolcalls import coerce_arguments
-from shoal.tools import Tool, as_tool, format_tool_result, relevant_tools
+from shoal.tools import Tool, as_tool, format_tool_result, narrow_to_mentioned, relevant_tools
 
 __all__ = ["TOOL_STRATEGIES", "Agent"]
 
@@ -93,11 +93,13 @@ MAX_TOOL_RESULT_CHARS = 4000
 #:
 #: - ``grammar``: the model chooses text or a call under a text-or-call grammar;
 #: - ``relevance``: code picks the tools relevant to the request (or none), the model fills in;
+#: - ``gated``: code offers only the relevant tools (or none), the model decides whether to call;
 #: - ``two-phase``: the model names one tool or ``none`` (enum-constrained), then fills in;
 #: - ``parse``: no grammar; calls are parsed, repaired and validated from free text.
 TOOL_STRATEGIES: dict[str, tuple[str, bool]] = {
     "grammar": ("model", True),
     "relevance": ("relevance", True),
+    "gated": ("gated", True),
     "two-phase": ("router", True),
     "parse": ("model", False),
 }
@@ -321,13 +323,17 @@ class _Run:
         declared = tuple(t.definition for t in agent.tools.values())
         choice = self.first_choice if step == 1 else "auto"
         allowed: tuple[str, ...] | None = None
-        if choice == "auto" and self.selection == "relevance":
+        if choice == "auto" and self.selection in ("relevance", "gated"):
             choice, allowed = self._select_in_code(step, declared)
         elif choice == "auto" and self.routed is not None:
             choice = self._after_routing()
         if self.force_text or step == agent.max_steps or not agent.tools:
             choice = "none"
-        copy = self.model.profile.copy_arguments
+        profile = self.model.profile
+        copy = profile.copy_arguments
+        narrowed: dict[str, dict[str, Any]] = {}
+        if profile.argument_selection == "mentioned" and choice != "none":
+            narrowed = {t.name: narrow_to_mentioned(self.query, t) for t in declared}
         return ModelRequestParameters(
             tools=declared,
             tool_choice=choice,
@@ -336,6 +342,7 @@ class _Run:
             output_schema=agent.output_schema,
             settings=self.settings,
             constrained=self.constrained,
+            call_schemas=narrowed,
         )
 
     def _after_routing(self) -> str:
@@ -374,10 +381,13 @@ class _Run:
     def _select_in_code(
         self, step: int, declared: tuple[ToolDefinition, ...]
     ) -> tuple[str, tuple[str, ...] | None]:
-        """Tool choice for a model too small to decide: relevance picks, the model fills in.
+        """Tool choice decided (``relevance``) or narrowed (``gated``) by relevance in code.
 
-        The first step calls one of the tools relevant to the request, or answers directly if
-        none is; a later step retries a call that failed, and otherwise answers from results.
+        On the first step only the tools relevant to the request are offered, and none when
+        none is (the model answers directly). ``relevance`` then requires a call (a model too
+        small to decide whether to call); ``gated`` leaves the model free to answer in text.
+        A later step retries a call that failed; otherwise ``relevance`` answers from the
+        results and ``gated`` offers every tool again.
         """
         if step == 1:
             chosen = relevant_tools(self.query, declared)
@@ -386,10 +396,10 @@ class _Run:
                 self.notes.append("step 1: no tool matches the request; answering directly")
                 return "none", None
             self.notes.append(f"step 1: tools matching the request: {', '.join(self.selected)}")
-            return "required", self.selected
+            return ("required" if self.selection == "relevance" else "auto"), self.selected
         if self.selected and self.last_step_failed and self.retries_left > 0:
             return "required", self.selected
-        return "none", None
+        return ("none" if self.selection == "relevance" else "auto"), None
 
     def _system(self) -> list[Message]:
         text = self.agent.instructions.strip()

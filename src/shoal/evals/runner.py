@@ -36,9 +36,9 @@ __all__ = [
 BUCKETS: tuple[str, ...] = get_args(ErrorBucket)
 
 #: ``--strategy`` values: how the model decides whether and what to call (see docs)
-STRATEGIES = ("auto", "grammar", "relevance", "two-phase", "parse")
+STRATEGIES = ("auto", "grammar", "relevance", "gated", "two-phase", "parse")
 
-#: greedy decoding (reproducible); answers capped as the baseline server's are (only calls are scored)
+#: greedy decoding (reproducible); text answers capped as the baseline's (only calls are scored)
 _GREEDY = ModelSettings(temperature=0.0, max_tokens=256)
 
 

@@ -13,7 +13,7 @@ the tools belongs to the loop, which owns the tools. What a backend can do is de
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,6 +52,9 @@ class ModelRequestParameters:
     #: JSON schema a text answer must satisfy (structured output); None for free text
     output_schema: dict[str, Any] | None = None
     settings: ModelSettings = field(default_factory=ModelSettings)
+    #: per tool name, a narrower parameter schema to constrain that tool's call with (for tiny
+    #: models: the optional parameters the request mentions become required, the others go)
+    call_schemas: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     #: constrain decoding with a grammar where the backend can; False reads calls back by
     #: parsing free text, as on a backend that cannot constrain (for measuring strategies)
     constrained: bool = True

@@ -199,7 +199,12 @@ class LlamaCppModel(Model):
                 prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
             )
 
-        tools = params.offered_tools()
+        tools = tuple(
+            t.model_copy(update={"parameters": params.call_schemas[t.name]})
+            if t.name in params.call_schemas
+            else t
+            for t in params.offered_tools()
+        )
         if tools:
             return build_tool_grammar(
                 tools,
@@ -275,7 +280,15 @@ class LlamaCppModel(Model):
                 tail = splitter.flush()
                 if tail:
                     yield TextDelta(tail)
-                yield ResponseDone(self._response(raw, finish_reason, usage, tools=offered))
+                yield ResponseDone(
+                    self._response(
+                        raw,
+                        finish_reason,
+                        usage,
+                        tools=offered,
+                        constrained=plan.grammar is not None,
+                    )
+                )
         finally:
             cancelled.set()
             with contextlib.suppress(Exception):
@@ -288,8 +301,12 @@ class LlamaCppModel(Model):
         usage: Usage,
         *,
         tools: dict[str, ToolDefinition],
+        constrained: bool,
     ) -> ModelResponse:
-        parsed = parse_model_output(raw, tools) if tools else ParsedOutput(text=raw.strip())
+        if not tools:
+            parsed = ParsedOutput(text=raw.strip())
+        else:
+            parsed = parse_model_output(raw, tools, constrained=constrained)
         reason: FinishReason = "length" if finish_reason == "length" else "stop"
         if parsed.calls:
             reason = "tool_calls"

@@ -42,13 +42,19 @@ class ModelProfile:
     #: who decides whether (and which) tool to call in ``auto`` mode: ``model`` lets the model
     #: choose under a text-or-call grammar; ``relevance`` decides in code from the request's
     #: words (:mod:`shoal.tools.selection`) and has the model fill in the arguments, for models
-    #: too small to make the decision well; ``router`` asks the model first to name one tool
-    #: or ``none`` (an enum-constrained answer), then has it fill that tool's arguments
-    tool_selection: Literal["model", "relevance", "router"] = "model"
+    #: too small to make the decision well; ``gated`` offers only the relevant tools (none if
+    #: none is) and lets the model decide whether to call; ``router`` asks the model first to
+    #: name one tool or ``none`` (an enum-constrained answer), then to fill in its arguments
+    tool_selection: Literal["model", "relevance", "gated", "router"] = "model"
     #: free-form string and number arguments are copied from the user's message (a grammar
     #: constraint): for models that otherwise close strings at once, fill them with noise or
     #: write numbers that appear nowhere in the request
     copy_arguments: bool = False
+    #: which optional arguments a call fills: ``model`` lets the model choose under the full
+    #: schema; ``mentioned`` requires the optional parameters the request talks about and
+    #: leaves out the rest (:func:`shoal.tools.narrow_to_mentioned`), for models that skip
+    #: what the user asked for or fill in what nobody asked for
+    argument_selection: Literal["model", "mentioned"] = "model"
     #: how tool results are shown: ``hermes`` as ``<tool_response>`` turns (models trained on
     #: them); ``context`` folded into the user's turn as plain information, for models that
     #: echo a ``<tool_response>`` turn instead of answering from it
@@ -70,6 +76,7 @@ FAMILY_PROFILES: dict[str, ModelProfile] = {
         default_settings=ModelSettings(temperature=0.2, top_p=0.9, max_tokens=512),
         tool_selection="relevance",
         copy_arguments=True,
+        argument_selection="mentioned",
         tool_result_style="context",
     ),
     "qwen2": ModelProfile(

@@ -754,14 +754,23 @@ def _parse_python(raw: str, tools: _Tools) -> ParsedOutput | None:
 # -- entry point --------------------------------------------------------------------------
 
 
-def parse_model_output(raw: str, tool_names: Collection[str] | None = None) -> ParsedOutput:
+def parse_model_output(
+    raw: str, tool_names: Collection[str] | None = None, *, constrained: bool = False
+) -> ParsedOutput:
     """Split ``raw`` into text and tool calls (see the module docstring for the strategies).
 
     ``tool_names``: the tools on offer. When given, JSON and Python-style calls count only
-    for these names, and Python-style calls are read at all.
+    for these names, and Python-style calls are read at all. ``constrained``: the output was
+    decoded under a tool grammar, so a call is a Hermes block and anything else is the
+    model's text (JSON it wrote as its answer is not a call).
     """
     tools = _Tools.of(tool_names)
-    for strategy in (_parse_hermes, _parse_qwen_xml, _parse_json, _parse_python):
+    strategies = (
+        (_parse_hermes,)
+        if constrained
+        else (_parse_hermes, _parse_qwen_xml, _parse_json, _parse_python)
+    )
+    for strategy in strategies:
         try:
             parsed = strategy(raw, tools)
         except RecursionError:  # absurdly deep nesting somewhere a call was looked for

@@ -23,7 +23,14 @@ from typing import Any
 
 from shoal.messages import ToolDefinition
 
-__all__ = ["ToolScore", "rank_tools", "relevant_tools", "terms"]
+__all__ = [
+    "ToolScore",
+    "mentioned_parameters",
+    "narrow_to_mentioned",
+    "rank_tools",
+    "relevant_tools",
+    "terms",
+]
 
 _WORD = re.compile(r"[A-Za-z]+|\d+")
 _CAMEL = re.compile(r"(?<=[a-z])(?=[A-Z])")
@@ -140,3 +147,53 @@ def relevant_tools(
         return []
     best = ranked[0].score
     return [s.tool for s in ranked if s.score >= margin * best][:limit]
+
+
+def mentioned_parameters(query: str, tool: ToolDefinition) -> list[str]:
+    """The optional top-level parameters of ``tool`` that ``query`` talks about.
+
+    A parameter is mentioned when a content word of the query matches a word of its name, one
+    of its enum values appears in the query, or a query word matches its description but
+    nowhere else in the tool (not the tool's name or description, not a required parameter),
+    so ``vegan`` selects ``dietary_requirements`` ("e.g. vegan, gluten-free") while a word the
+    whole tool is about selects nothing.
+    """
+    schema = tool.parameters
+    properties: dict[str, Any] = schema.get("properties") or {}
+    required = set(schema.get("required") or ())
+    query_terms = set(terms(query))
+    lowered = query.lower()
+    common = set(terms(tool.name)) | set(terms(tool.description))
+    for name in required:
+        prop = properties.get(name)
+        common |= set(terms(name))
+        if isinstance(prop, dict):
+            common |= set(terms(str(prop.get("description", ""))))
+    found = []
+    for name, prop in properties.items():
+        if name in required or not isinstance(prop, dict):
+            continue
+        enum = prop.get("enum")
+        if not isinstance(enum, list):
+            enum = []
+        if (
+            set(terms(name)) & query_terms
+            or any(isinstance(v, str) and v.lower() in lowered for v in enum)
+            or (set(terms(str(prop.get("description", "")))) - common) & query_terms
+        ):
+            found.append(name)
+    return found
+
+
+def narrow_to_mentioned(query: str, tool: ToolDefinition) -> dict[str, Any]:
+    """``tool``'s parameter schema for a call answering ``query``: the required parameters and
+    the optional ones the query mentions (now required); the others are left out.
+
+    For models that skip optional arguments the user asked for, or fill ones nobody asked for.
+    """
+    schema = dict(tool.parameters)
+    properties: dict[str, Any] = dict(schema.get("properties") or {})
+    keep = [*(schema.get("required") or ()), *mentioned_parameters(query, tool)]
+    schema["properties"] = {name: prop for name, prop in properties.items() if name in keep}
+    schema["required"] = [name for name in properties if name in keep]
+    return schema
