@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -223,7 +224,9 @@ class LlamaCppModel(Model):
         A grammar halves llama.cpp's decode speed even when it allows any text, so in ``auto``
         mode with free text only the first token is sampled under the text-or-call grammar:
         if it opens a call the call is decoded under the call grammar (the same tokens a single
-        constrained pass would give), otherwise the answer continues unconstrained.
+        constrained pass would give), otherwise the answer continues unconstrained. An answer
+        that opens a JSON object, bare or in a ``json`` code fence, is a model writing a call
+        in its own format (small Qwen models do): it is decoded under the call grammar too.
         """
         if not params.constrained:
             return _Plan(grammar=None, peek=None)
@@ -345,6 +348,13 @@ class LlamaCppModel(Model):
                     prompt=tokens, max_tokens=1, grammar=self._grammar(plan.peek), **sampling
                 )["choices"][0]
                 text = first["text"]
+                if _may_open_json(text) and first["finish_reason"] != "stop":
+                    # "{" or a code fence: the model may be writing a call in its own format
+                    more = llm.create_completion(
+                        prompt=tokens + self._tokenize_piece(text), max_tokens=3, **sampling
+                    )["choices"][0]["text"]
+                    if _opens_json_call(text + more):
+                        text = "<"  # decode the call it means, under the call grammar
                 if not text or not text.lstrip().startswith("<"):
                     # the answer is text: go on without a grammar from the token we have
                     grammar = None
@@ -391,6 +401,19 @@ class LlamaCppModel(Model):
             return []
         tokens: list[int] = self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
         return tokens
+
+
+_JSON_CALL_START = re.compile(r"\s*(?:```(?:json|tool_call)?\s*)?\[?\s*\{")
+
+
+def _may_open_json(text: str) -> bool:
+    return text.lstrip().startswith(("{", "[", "`"))
+
+
+def _opens_json_call(text: str) -> bool:
+    """Whether an answer's first tokens open a JSON object (bare or in a json code fence):
+    a model writing its call in its own format rather than the Hermes tags."""
+    return _JSON_CALL_START.match(text) is not None
 
 
 @dataclasses.dataclass(frozen=True)
