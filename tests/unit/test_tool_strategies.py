@@ -231,6 +231,28 @@ async def test_gated_offers_the_relevant_tools_and_leaves_the_choice_to_the_mode
     assert result.output == "It has shipped."
 
 
+async def test_gated_text_that_names_a_tool_becomes_the_call() -> None:
+    recorder = Recorder(
+        "You can use the `lookup_order` function to find it.", order_call(), "It has shipped."
+    )
+
+    result = await agent(recorder, "gated").run("Where is my order 1042?")
+
+    assert recorder.choices == ["auto", "lookup_order", "auto"]
+    assert result.tool_calls[0].call.name == "lookup_order"
+    assert result.output == "It has shipped."
+    assert any("names the tool lookup_order" in note for note in result.notes)
+
+
+async def test_gated_text_that_does_not_name_a_tool_is_the_answer() -> None:
+    recorder = Recorder("Orders usually ship within two days.")
+
+    result = await agent(recorder, "gated").run("Where is my order 1042?")
+
+    assert recorder.choices == ["auto"]
+    assert result.output == "Orders usually ship within two days."
+
+
 async def test_gated_answers_directly_when_nothing_matches() -> None:
     recorder = Recorder("I only handle orders.")
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any, Generic, TypeVar, overload
@@ -317,6 +318,8 @@ class _Run:
             self.selection, self.constrained = TOOL_STRATEGIES[agent.tool_strategy]
         #: the tool the router chose on step 1 ("" for none); None before routing
         self.routed: str | None = None
+        #: a tool the model's text answer named instead of calling it (the next step calls it)
+        self.call_named: str | None = None
 
     def _params(self, step: int) -> ModelRequestParameters:
         agent = self.agent
@@ -327,6 +330,8 @@ class _Run:
             choice, allowed = self._select_in_code(step, declared)
         elif choice == "auto" and self.routed is not None:
             choice = self._after_routing()
+        if self.call_named is not None:
+            choice, allowed, self.call_named = self.call_named, None, None
         if self.force_text or step == agent.max_steps or not agent.tools:
             choice = "none"
         profile = self.model.profile
@@ -344,6 +349,19 @@ class _Run:
             constrained=self.constrained,
             call_schemas=narrowed,
         )
+
+    def _names_a_tool_instead_of_calling(
+        self, step: int, params: ModelRequestParameters, text: str
+    ) -> str | None:
+        """The offered tool a first-step text answer names (``use the `lookup_order`
+        function``), when relevance had found tools for the request: the model meant to call
+        it and described the call instead. Such an answer is not a decision not to call."""
+        if step != 1 or self.selection != "gated" or params.tool_choice != "auto":
+            return None
+        for tool in params.offered_tools():
+            if re.search(rf"(?<![\w.]){re.escape(tool.name)}(?![\w])", text):
+                return tool.name
+        return None
 
     def _after_routing(self) -> str:
         """Tool choice once the router has spoken: its tool, retried while the call fails."""
@@ -446,6 +464,14 @@ class _Run:
                 self._reject(response.raw, response.parse_error)
                 continue
             text = response.text or ""
+            named = self._names_a_tool_instead_of_calling(step, params, text)
+            if named is not None:
+                self.notes.append(
+                    f"step {step}: the answer names the tool {named} instead of calling it; "
+                    "asked for the call"
+                )
+                self.call_named = named
+                continue
             try:
                 output = self._final_output(text)
             except ValidationError as exc:

@@ -86,6 +86,8 @@ FAMILY_PROFILES: dict[str, ModelProfile] = {
         default_settings=ModelSettings(
             temperature=0.7, top_p=0.8, top_k=20, repeat_penalty=1.05, max_tokens=512
         ),
+        tool_selection="gated",
+        argument_selection="mentioned",
     ),
     "llama3": ModelProfile(
         family="llama3",

@@ -152,11 +152,11 @@ def relevant_tools(
 def mentioned_parameters(query: str, tool: ToolDefinition) -> list[str]:
     """The optional top-level parameters of ``tool`` that ``query`` talks about.
 
-    A parameter is mentioned when a content word of the query matches a word of its name, one
-    of its enum values appears in the query, or a query word matches its description but
-    nowhere else in the tool (not the tool's name or description, not a required parameter),
-    so ``vegan`` selects ``dietary_requirements`` ("e.g. vegan, gluten-free") while a word the
-    whole tool is about selects nothing.
+    A parameter is mentioned when one of its enum values appears in the query, or a content
+    word of the query matches its name or description but nowhere else in the tool (not the
+    tool's name or description, not a required parameter): ``vegan`` selects
+    ``dietary_requirements`` ("e.g. vegan, gluten-free"), while a word the whole tool is about
+    (``light`` for ``speed_of_light`` of ``light_travel_time``) selects nothing.
     """
     schema = tool.parameters
     properties: dict[str, Any] = schema.get("properties") or {}
@@ -177,7 +177,7 @@ def mentioned_parameters(query: str, tool: ToolDefinition) -> list[str]:
         if not isinstance(enum, list):
             enum = []
         if (
-            set(terms(name)) & query_terms
+            (set(terms(name)) - common) & query_terms
             or any(isinstance(v, str) and v.lower() in lowered for v in enum)
             or (set(terms(str(prop.get("description", "")))) - common) & query_terms
         ):
