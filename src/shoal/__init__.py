@@ -8,6 +8,7 @@ is first loaded.
 from shoal.agent import (
     Agent,
     FinalEvent,
+    Route,
     RunEvent,
     RunResult,
     TextEvent,
@@ -42,6 +43,7 @@ __all__ = [
     "Message",
     "Model",
     "ModelSettings",
+    "Route",
     "RunEvent",
     "RunResult",
     "SQLiteThreadStore",

@@ -1,6 +1,6 @@
 """The agent and its run loop (layer L3)."""
 
-from shoal.agent.agent import Agent
+from shoal.agent.agent import TOOL_STRATEGIES, Agent
 from shoal.agent.result import (
     FinalEvent,
     RunEvent,
@@ -11,10 +11,13 @@ from shoal.agent.result import (
     ToolCallRecord,
     ToolResultEvent,
 )
+from shoal.agent.routes import Route
 
 __all__ = [
+    "TOOL_STRATEGIES",
     "Agent",
     "FinalEvent",
+    "Route",
     "RunEvent",
     "RunResult",
     "StopReason",

@@ -43,6 +43,7 @@ from shoal.agent.result import (
     ToolCallRecord,
     ToolResultEvent,
 )
+from shoal.agent.routes import Route, match_route
 from shoal.exceptions import (
     ModelBehaviorError,
     ToolArgumentsError,
@@ -121,6 +122,7 @@ class Agent(Generic[OutputT]):
         settings: ModelSettings | None = ...,
         tool_choice: str = ...,
         tool_strategy: str | None = ...,
+        routes: Sequence[Route] = ...,
         max_steps: int = ...,
         retries: int = ...,
         store: ThreadStore | None = ...,
@@ -138,6 +140,7 @@ class Agent(Generic[OutputT]):
         settings: ModelSettings | None = ...,
         tool_choice: str = ...,
         tool_strategy: str | None = ...,
+        routes: Sequence[Route] = ...,
         max_steps: int = ...,
         retries: int = ...,
         store: ThreadStore | None = ...,
@@ -154,6 +157,7 @@ class Agent(Generic[OutputT]):
         settings: ModelSettings | None = None,
         tool_choice: str = "auto",
         tool_strategy: str | None = None,
+        routes: Sequence[Route] = (),
         max_steps: int = 8,
         retries: int = 2,
         store: ThreadStore | None = None,
@@ -181,6 +185,13 @@ class Agent(Generic[OutputT]):
             )
         #: how ``auto`` tool choice is decided (None: what the model's profile recommends)
         self.tool_strategy = tool_strategy
+        for route in routes:
+            if route.tool not in self.tools:
+                raise UserError(
+                    f"agent {name!r}: a route calls {route.tool!r}, which is not a declared tool"
+                )
+        #: deterministic rules tried before the model, or after it failed (:class:`Route`)
+        self.routes = tuple(routes)
         self.output_type = output_type
         self._output_adapter: TypeAdapter[Any] | None = (
             TypeAdapter(output_type) if output_type not in (None, str) else None
@@ -320,6 +331,13 @@ class _Run:
         self.routed: str | None = None
         #: a tool the model's text answer named instead of calling it (the next step calls it)
         self.call_named: str | None = None
+        #: a call decided by a route, made at the next step instead of asking the model
+        self.routed_call: ToolCall | None = None
+        self.fell_back = False
+        first = match_route(agent.routes, user.content, "first") if tool_choice == "auto" else None
+        if first is not None:
+            self.routed_call = first[1]
+            self.notes.append(f"route {first[0].pattern!r} -> {first[1].name}")
 
     def _params(self, step: int) -> ModelRequestParameters:
         agent = self.agent
@@ -427,6 +445,15 @@ class _Run:
         stop: StopReason = "max_steps"
         output: Any = ""
         for step in range(1, self.agent.max_steps + 1):
+            if self.routed_call is not None:
+                call, self.routed_call = self.routed_call, None
+                self.new.append(AssistantMessage(content=None, tool_calls=(call,)))
+                async for tool_event in self._execute(call, step):
+                    yield tool_event
+                if self.pending:
+                    stop = "tool_calls"
+                    break
+                continue
             if step == 1 and self._routes():
                 await self._route()
             params = self._params(step)
@@ -501,6 +528,12 @@ class _Run:
     def _spend_retry(self, why: str) -> None:
         self.retries_used += 1
         if self.retries_left <= 0:
+            fallback = match_route(self.agent.routes, self.query, "fallback")
+            if fallback is not None and not self.fell_back:
+                self.fell_back = True
+                self.routed_call = fallback[1]
+                self.notes.append(f"fallback route {fallback[0].pattern!r} -> {fallback[1].name}")
+                return
             raise ModelBehaviorError(
                 f"{self.model.name} kept producing unusable output "
                 f"({self.retries_used} attempts); last problem: {why}"
