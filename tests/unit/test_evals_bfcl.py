@@ -25,7 +25,8 @@ from shoal.evals.bfcl import (
 from shoal.exceptions import UserError, exit_code_for
 from shoal.messages import ToolCall
 
-DEV_SUITE = Path("/work/shared/datasets/bfcl-dev")
+#: the development split, in ../shared beside the repository (as on CI)
+DEV_SUITE = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "bfcl-dev"
 
 # -- fixtures -------------------------------------------------------------------------------
 
