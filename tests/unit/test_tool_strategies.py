@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import llama_cpp
-import llama_cpp.llama_grammar
 import pytest
 
 from shoal import Agent, FunctionModel, tool
@@ -29,6 +27,8 @@ from shoal.threads import InMemoryThreadStore
 from shoal.toolcalls import build_tool_grammar
 from shoal.toolcalls.grammar import copied_number_rules, numbers_in
 from shoal.tools import narrow_to_mentioned, relevant_tools
+
+from .grammar_checks import assert_parses, converter, rules_of
 
 Answer = str | ToolCall | list[ToolCall] | ModelResponse
 
@@ -571,39 +571,10 @@ def test_no_copied_number_rules_without_numbers(sources: list[str]) -> None:
 # -- build_tool_grammar with copied arguments, checked by llama.cpp --------------------------
 
 
-def converter() -> llama_cpp.llama_grammar.SchemaConverter:
-    return llama_cpp.llama_grammar.SchemaConverter(
-        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-    )
-
-
-def assert_llama_cpp_parses(text: str, capfd: pytest.CaptureFixture[str]) -> None:
-    """llama.cpp reads ``text`` as a GBNF grammar without an error (no model is loaded)."""
-    capfd.readouterr()
-    assert llama_cpp.LlamaGrammar.from_string(text, verbose=False) is not None
-    sampler = llama_cpp.llama_sampler_init_grammar(None, text.encode("utf-8"), b"root")
-    if sampler:
-        llama_cpp.llama_sampler_free(sampler)
-    err = capfd.readouterr().err
-    assert sampler, f"llama.cpp rejected the grammar:\n{err}\n--- grammar ---\n{text}"
-    assert "parse: error" not in err, err
-    assert "failed to parse" not in err, err
-
-
-def rules_of(grammar: str) -> dict[str, str]:
-    rules: dict[str, str] = {}
-    for line in grammar.splitlines():
-        if " ::= " in line:
-            name, body = line.split(" ::= ", 1)
-            assert name not in rules, f"rule {name} defined twice"
-            rules[name] = body
-    return rules
-
-
 def test_the_checker_rejects_a_broken_grammar(capfd: pytest.CaptureFixture[str]) -> None:
-    assert_llama_cpp_parses('root ::= "a" [b-c]*\n', capfd)
+    assert_parses('root ::= "a" [b-c]*\n', capfd)
     with pytest.raises(AssertionError):
-        assert_llama_cpp_parses("root ::= undefined-rule\n", capfd)
+        assert_parses("root ::= undefined-rule\n", capfd)
 
 
 AREA = ToolDefinition(
@@ -639,7 +610,7 @@ def test_converter_rules_without_sources(capfd: pytest.CaptureFixture[str]) -> N
     assert "integral-part" in rules["number"]
     assert "char*" in rules["string"]
     assert not any(name.startswith("shoal-span") for name in rules)
-    assert_llama_cpp_parses(area_grammar(), capfd)
+    assert_parses(area_grammar(), capfd)
 
 
 @pytest.mark.parametrize("allow_text", [False, True])
@@ -655,7 +626,7 @@ def test_sources_replace_integer_number_and_string_rules(
     assert "char*" not in rules["string"]
     assert rules["shoal-args-0-base-kv"].endswith(" integer")
     assert rules["shoal-args-0-height-kv"].endswith(" number")
-    assert_llama_cpp_parses(grammar, capfd)
+    assert_parses(grammar, capfd)
 
 
 def test_number_words_reach_the_grammar(capfd: pytest.CaptureFixture[str]) -> None:
@@ -664,7 +635,7 @@ def test_number_words_reach_the_grammar(capfd: pytest.CaptureFixture[str]) -> No
     rules = rules_of(grammar)
     assert rules["integer"] == '( "10" | "3" ) space'
     assert rules["number"] == '( "10" | "3" ) space'
-    assert_llama_cpp_parses(grammar, capfd)
+    assert_parses(grammar, capfd)
 
 
 def test_only_decimals_leave_the_integer_rule_free(capfd: pytest.CaptureFixture[str]) -> None:
@@ -673,7 +644,7 @@ def test_only_decimals_leave_the_integer_rule_free(capfd: pytest.CaptureFixture[
     rules = rules_of(grammar)
     assert "integral-part" in rules["integer"]  # the converter's own
     assert rules["number"] == '( "2.5" ) space'
-    assert_llama_cpp_parses(grammar, capfd)
+    assert_parses(grammar, capfd)
 
 
 def test_sources_without_numbers_leave_numbers_free(capfd: pytest.CaptureFixture[str]) -> None:
@@ -683,7 +654,7 @@ def test_sources_without_numbers_leave_numbers_free(capfd: pytest.CaptureFixture
     assert "integral-part" in rules["integer"]
     assert "integral-part" in rules["number"]
     assert "shoal-span-0-0" in rules["string"]
-    assert_llama_cpp_parses(grammar, capfd)
+    assert_parses(grammar, capfd)
 
 
 def test_numbers_from_every_source(capfd: pytest.CaptureFixture[str]) -> None:
@@ -693,7 +664,7 @@ def test_numbers_from_every_source(capfd: pytest.CaptureFixture[str]) -> None:
     assert rules["integer"] == '( "4" ) space'
     assert rules["number"] == '( "4" | "6.5" ) space'
     assert "shoal-span-1-0" in rules
-    assert_llama_cpp_parses(grammar, capfd)
+    assert_parses(grammar, capfd)
 
 
 def test_integer_only_tool_gets_no_number_rule(capfd: pytest.CaptureFixture[str]) -> None:
@@ -710,7 +681,7 @@ def test_integer_only_tool_gets_no_number_rule(capfd: pytest.CaptureFixture[str]
     assert "number" not in rules  # nothing refers to it: not added
     assert "string" not in rules
     assert not any(name.startswith("shoal-span") for name in rules)
-    assert_llama_cpp_parses(grammar, capfd)
+    assert_parses(grammar, capfd)
 
 
 def test_output_schema_ignores_the_sources(capfd: pytest.CaptureFixture[str]) -> None:
@@ -725,7 +696,7 @@ def test_output_schema_ignores_the_sources(capfd: pytest.CaptureFixture[str]) ->
     rules = rules_of(grammar)
     assert "integral-part" in rules["integer"]
     assert "char*" in rules["string"]
-    assert_llama_cpp_parses(grammar, capfd)
+    assert_parses(grammar, capfd)
 
 
 # -- call schemas: the grammar constrains a call with the narrowed schema ---------------------

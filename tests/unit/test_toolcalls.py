@@ -35,6 +35,7 @@ from shoal.toolcalls import (
 from shoal.toolcalls.grammar import copied_string_rules, gbnf_literal
 from shoal.tools import tool
 
+from .grammar_checks import assert_parses, converter, llama_cpp_accepts, rules_of
 from .sample_tools import add, lookup_order
 
 # -- tools used throughout ----------------------------------------------------------------
@@ -481,39 +482,6 @@ def test_text_without_a_call_is_released_whole(size: int) -> None:
 
 
 # -- grammars: checked by llama.cpp's own parser ------------------------------------------
-
-
-def converter() -> llama_cpp.llama_grammar.SchemaConverter:
-    return llama_cpp.llama_grammar.SchemaConverter(
-        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-    )
-
-
-def llama_cpp_accepts(text: str, capfd: pytest.CaptureFixture[str]) -> tuple[bool, str]:
-    """Whether llama.cpp parses ``text`` as a GBNF grammar, and what it printed."""
-    capfd.readouterr()
-    llama_cpp.LlamaGrammar.from_string(text, verbose=False)
-    sampler = llama_cpp.llama_sampler_init_grammar(None, text.encode("utf-8"), b"root")
-    if sampler:
-        llama_cpp.llama_sampler_free(sampler)
-    err = capfd.readouterr().err
-    ok = bool(sampler) and "parse: error" not in err and "failed to parse" not in err
-    return ok, err
-
-
-def assert_parses(text: str, capfd: pytest.CaptureFixture[str]) -> None:
-    ok, err = llama_cpp_accepts(text, capfd)
-    assert ok, f"llama.cpp rejected the grammar:\n{err}\n--- grammar ---\n{text}"
-
-
-def rules_of(grammar: str) -> dict[str, str]:
-    rules: dict[str, str] = {}
-    for line in grammar.splitlines():
-        if " ::= " in line:
-            name, body = line.split(" ::= ", 1)
-            assert name not in rules, f"rule {name} defined twice"
-            rules[name] = body
-    return rules
 
 
 def declared_names(grammar: str) -> list[str]:

@@ -447,8 +447,7 @@ class _Run:
         for step in range(1, self.agent.max_steps + 1):
             if self.routed_call is not None:
                 call, self.routed_call = self.routed_call, None
-                self.new.append(AssistantMessage(content=None, tool_calls=(call,)))
-                async for tool_event in self._execute(call, step):
+                async for tool_event in self._make_calls(None, (call,), step):
                     yield tool_event
                 if self.pending:
                     stop = "tool_calls"
@@ -477,12 +476,8 @@ class _Run:
             self.force_text = False
             self.last_step_failed = False
             if response.tool_calls:
-                self.new.append(
-                    AssistantMessage(content=response.text, tool_calls=response.tool_calls)
-                )
-                for call in response.tool_calls:
-                    async for tool_event in self._execute(call, step):
-                        yield tool_event
+                async for tool_event in self._make_calls(response.text, response.tool_calls, step):
+                    yield tool_event
                 if self.pending:
                     stop = "tool_calls"
                     break
@@ -546,6 +541,15 @@ class _Run:
         self.last_step_failed = True
         self.new.append(AssistantMessage(content=raw))
         self.new.append(UserMessage(content=f"Error: {why}. Answer again."))
+
+    async def _make_calls(
+        self, text: str | None, calls: tuple[ToolCall, ...], step: int
+    ) -> AsyncIterator[RunEvent]:
+        """Record the assistant's turn with ``calls`` and execute them in order."""
+        self.new.append(AssistantMessage(content=text, tool_calls=calls))
+        for call in calls:
+            async for tool_event in self._execute(call, step):
+                yield tool_event
 
     async def _execute(self, call: ToolCall, step: int) -> AsyncIterator[RunEvent]:
         agent = self.agent
