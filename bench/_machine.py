@@ -183,3 +183,13 @@ def machine_markdown(info: dict[str, Any]) -> str:
     lines = ["| | |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows]
     return "\n".join(lines)
+
+
+def markdown_tail(warnings: Iterable[str], machine: dict[str, Any]) -> list[str]:
+    """The closing sections every results page shares: warnings (if any), then the machine."""
+    lines: list[str] = []
+    warnings = list(warnings)
+    if warnings:
+        lines += ["## Warnings", "", *(f"- {w}" for w in warnings), ""]
+    lines += ["## Machine", "", machine_markdown(machine), ""]
+    return lines

@@ -365,16 +365,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         add("peak is not Shoal's footprint: the cold-load child's peak RSS in section 1 is.")
         add("")
 
-    if report["warnings"]:
-        add("## Warnings")
-        add("")
-        lines += [f"- {w}" for w in report["warnings"]]
-        add("")
-
-    add("## Machine")
-    add("")
-    add(_machine.machine_markdown(report["machine"]))
-    add("")
+    lines += _machine.markdown_tail(report["warnings"], report["machine"])
     path.write_text("\n".join(lines))
 
 

@@ -317,15 +317,7 @@ def write_markdown(report: dict[str, Any], path: Path) -> None:
         "`irrelevance_dev` question)."
     )
     add("")
-    if report.get("warnings"):
-        add("## Warnings")
-        add("")
-        lines.extend(f"- {warning}" for warning in report["warnings"])
-        add("")
-    add("## Machine")
-    add("")
-    add(_machine.machine_markdown(report["machine"]))
-    add("")
+    lines += _machine.markdown_tail(report.get("warnings") or (), report["machine"])
     path.write_text("\n".join(lines))
 
 

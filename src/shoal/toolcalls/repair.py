@@ -387,6 +387,19 @@ def _kind(schema: Any, root: dict[str, Any]) -> str | None:
     return " or ".join(_KINDS.get(t, t) for t in types)
 
 
+#: how a failed JSON-schema keyword reads, after "<argument> must "
+_PHRASES = {
+    "minLength": "be at least {value} characters long",
+    "maxLength": "be at most {value} characters long",
+    "minItems": "have at least {value} item{s}",
+    "maxItems": "have at most {value} item{s}",
+    "uniqueItems": "not contain duplicates",
+    "pattern": "match the pattern {value}",
+    "format": "be a valid {value}",
+    "multipleOf": "be a multiple of {value}",
+}
+
+
 def _describe(error: ValidationError, root: dict[str, Any]) -> str:
     where = _where(error)
     subject = f"'{where}'" if where else "the arguments"
@@ -433,22 +446,9 @@ def _describe(error: ValidationError, root: dict[str, Any]) -> str:
     }
     if validator in bounds:
         return f"{subject} must be {bounds[validator]} {value}, got {_show(instance)}"
-    if validator == "minLength":
-        return f"{subject} must be at least {value} characters long"
-    if validator == "maxLength":
-        return f"{subject} must be at most {value} characters long"
-    if validator == "minItems":
-        return f"{subject} must have at least {value} item{'s' if value != 1 else ''}"
-    if validator == "maxItems":
-        return f"{subject} must have at most {value} item{'s' if value != 1 else ''}"
-    if validator == "uniqueItems":
-        return f"{subject} must not contain duplicates"
-    if validator == "pattern":
-        return f"{subject} must match the pattern {value}"
-    if validator == "format":
-        return f"{subject} must be a valid {value}"
-    if validator == "multipleOf":
-        return f"{subject} must be a multiple of {value}"
+    if validator in _PHRASES:
+        plural = "s" if value != 1 else ""
+        return f"{subject} must " + _PHRASES[validator].format(value=value, s=plural)
     message = error.message if len(error.message) <= 120 else error.message[:117] + "..."
     return f"{subject}: {message}" if where else message
 
