@@ -427,3 +427,9 @@ async def test_text_answer_with_external_tools_is_final() -> None:
     assert result.pending_calls == []
     assert result.output == "I cannot tell the weather without a city."
     assert isinstance(result.new_messages[0], UserMessage)
+
+
+@pytest.mark.parametrize("parameters", [[1, 2], "abc", 5])
+def test_external_parameters_that_are_not_a_schema_object(parameters: object) -> None:
+    with pytest.raises(ToolDefinitionError, match="parameters must be a JSON schema object"):
+        Tool.external("t", parameters=parameters)  # type: ignore[arg-type]
