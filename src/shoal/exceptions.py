@@ -10,6 +10,7 @@ ShoalError                      base of everything Shoal raises on purpose
 │   └── ContextOverflowError    a request that cannot fit the model's context at all
 ├── ModelError                  the model or its engine failed
 │   ├── ModelLoadError          the weights could not be loaded
+│   ├── ModelCrashedError       the engine process died (killed, native crash, out of memory)
 │   └── ModelBehaviorError      the model kept producing unusable output (retries spent)
 ├── ToolError                   a tool call went wrong
 │   ├── ToolArgumentsError      arguments failed validation (fed back to the model)
@@ -17,6 +18,8 @@ ShoalError                      base of everything Shoal raises on purpose
 │   ├── ToolExecutionError      the function raised; the original is ``__cause__``
 │   └── ToolTimeoutError        the function ran past its timeout
 ├── GuardError                  a limit or policy stopped the action
+│   ├── OverloadedError         a model's request queue is full (HTTP 429, retry later)
+│   └── DeadlineExceededError   a request ran past its deadline
 └── StoreError                  the thread store failed or was asked for a missing thread
     └── ThreadNotFoundError
 ```
@@ -24,7 +27,7 @@ ShoalError                      base of everything Shoal raises on purpose
 Errors a model can fix (``ToolArgumentsError``, ``UnknownToolError``, a failing tool) go back
 to it as a short message and count against the run's retry budget; the rest reach the caller.
 Two tables map classes to outcomes: :data:`CLI_EXIT_CODES` (documented in ``docs/cli.md``) and,
-for the HTTP server, status codes (added with the server).
+for the HTTP server, :data:`HTTP_STATUS` (documented in ``docs/server.md``).
 
 Exceptions here never log or print in their constructors.
 """
@@ -33,12 +36,16 @@ from __future__ import annotations
 
 __all__ = [
     "CLI_EXIT_CODES",
+    "HTTP_STATUS",
     "ContextOverflowError",
+    "DeadlineExceededError",
     "GuardError",
     "ModelBehaviorError",
+    "ModelCrashedError",
     "ModelError",
     "ModelLoadError",
     "ModelNotInstalledError",
+    "OverloadedError",
     "ShoalError",
     "SpecError",
     "StoreError",
@@ -52,6 +59,7 @@ __all__ = [
     "UnknownToolError",
     "UserError",
     "exit_code_for",
+    "http_status_for",
 ]
 
 
@@ -101,6 +109,10 @@ class ModelLoadError(ModelError):
     """The model file exists but could not be loaded."""
 
 
+class ModelCrashedError(ModelError):
+    """The process running the engine died; the request it was serving is lost."""
+
+
 class ModelBehaviorError(ModelError):
     """The model kept producing output that could not be used, after all retries."""
 
@@ -139,6 +151,18 @@ class GuardError(ShoalError):
     """A limit or policy stopped an action."""
 
 
+class OverloadedError(GuardError):
+    """Too many requests are waiting for a model. ``retry_after`` is a hint in seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class DeadlineExceededError(GuardError):
+    """A request did not finish within its deadline; its generation was stopped."""
+
+
 class StoreError(ShoalError):
     """The thread store failed."""
 
@@ -158,9 +182,12 @@ CLI_EXIT_CODES: dict[type[BaseException], int] = {
     ModelNotInstalledError: 4,
     ContextOverflowError: 5,
     ModelError: 6,
+    ModelCrashedError: 6,
     ModelBehaviorError: 7,
     ToolError: 8,
     GuardError: 9,
+    OverloadedError: 9,
+    DeadlineExceededError: 9,
     StoreError: 10,
     ThreadNotFoundError: 10,
 }
@@ -168,7 +195,35 @@ CLI_EXIT_CODES: dict[type[BaseException], int] = {
 
 def exit_code_for(error: BaseException) -> int:
     """The CLI exit code for ``error``: its nearest class in :data:`CLI_EXIT_CODES`."""
+    return _nearest(CLI_EXIT_CODES, error, 1)
+
+
+#: HTTP status codes by error class for the server; the most specific class wins.
+HTTP_STATUS: dict[type[BaseException], int] = {
+    ShoalError: 500,
+    UserError: 400,
+    UnknownModelError: 404,
+    ModelNotInstalledError: 404,
+    ModelError: 500,
+    ModelLoadError: 503,
+    ModelCrashedError: 503,
+    ModelBehaviorError: 502,
+    ToolError: 500,
+    GuardError: 403,
+    OverloadedError: 429,
+    DeadlineExceededError: 504,
+    StoreError: 500,
+    ThreadNotFoundError: 404,
+}
+
+
+def http_status_for(error: BaseException) -> int:
+    """The HTTP status for ``error``: its nearest class in :data:`HTTP_STATUS`."""
+    return _nearest(HTTP_STATUS, error, 500)
+
+
+def _nearest(table: dict[type[BaseException], int], error: BaseException, default: int) -> int:
     for cls in type(error).__mro__:
-        if cls in CLI_EXIT_CODES:
-            return CLI_EXIT_CODES[cls]
-    return 1
+        if cls in table:
+            return table[cls]
+    return default

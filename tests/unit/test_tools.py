@@ -54,11 +54,13 @@ def test_public_api() -> None:
         "Tool",
         "ToolScore",
         "as_tool",
+        "check_output_schema",
         "format_tool_result",
         "mentioned_parameters",
         "narrow_to_mentioned",
         "rank_tools",
         "relevant_tools",
+        "schema_problem",
         "tool",
     ]
 

@@ -27,7 +27,7 @@ import dataclasses
 import json
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Generic, TypeVar, overload
 
 from pydantic import TypeAdapter, ValidationError
@@ -75,7 +75,15 @@ from shoal.models import (
 from shoal.settings import ModelSettings, merge_settings
 from shoal.threads import InMemoryThreadStore, Thread, ThreadStore
 from shoal.toolcalls import coerce_arguments
-from shoal.tools import Tool, as_tool, format_tool_result, narrow_to_mentioned, relevant_tools
+from shoal.tools import (
+    Tool,
+    as_tool,
+    check_output_schema,
+    format_tool_result,
+    narrow_to_mentioned,
+    relevant_tools,
+    schema_problem,
+)
 
 __all__ = ["TOOL_STRATEGIES", "Agent"]
 
@@ -119,6 +127,7 @@ class Agent(Generic[OutputT]):
         instructions: str = ...,
         tools: Sequence[Tool | Callable[..., Any]] = ...,
         output_type: None = None,
+        output_schema: Mapping[str, Any] | None = ...,
         settings: ModelSettings | None = ...,
         tool_choice: str = ...,
         tool_strategy: str | None = ...,
@@ -137,6 +146,7 @@ class Agent(Generic[OutputT]):
         instructions: str = ...,
         tools: Sequence[Tool | Callable[..., Any]] = ...,
         output_type: type[OutputT],
+        output_schema: None = None,
         settings: ModelSettings | None = ...,
         tool_choice: str = ...,
         tool_strategy: str | None = ...,
@@ -154,6 +164,7 @@ class Agent(Generic[OutputT]):
         instructions: str = "",
         tools: Sequence[Tool | Callable[..., Any]] = (),
         output_type: type[Any] | None = None,
+        output_schema: Mapping[str, Any] | None = None,
         settings: ModelSettings | None = None,
         tool_choice: str = "auto",
         tool_strategy: str | None = None,
@@ -196,6 +207,12 @@ class Agent(Generic[OutputT]):
         self._output_adapter: TypeAdapter[Any] | None = (
             TypeAdapter(output_type) if output_type not in (None, str) else None
         )
+        if output_schema is not None and self._output_adapter is not None:
+            raise UserError(f"agent {name!r}: give output_type or output_schema, not both")
+        #: a JSON schema the answer must satisfy (the output is then the decoded JSON value)
+        self._raw_output_schema = dict(output_schema) if output_schema is not None else None
+        if self._raw_output_schema is not None:
+            check_output_schema(self._raw_output_schema, f"agent {name!r}")
         self.settings = settings or ModelSettings()
         self.max_steps = max_steps
         self.retries = retries
@@ -219,6 +236,8 @@ class Agent(Generic[OutputT]):
 
     @property
     def output_schema(self) -> dict[str, Any] | None:
+        if self._raw_output_schema is not None:
+            return self._raw_output_schema
         return self._output_adapter.json_schema() if self._output_adapter else None
 
     def __repr__(self) -> str:
@@ -228,16 +247,17 @@ class Agent(Generic[OutputT]):
 
     async def run(
         self,
-        message: str,
+        message: str | None,
         *,
         thread: Thread | str | None = None,
+        history: Sequence[Message] = (),
         settings: ModelSettings | None = None,
         tool_choice: str | None = None,
     ) -> RunResult[OutputT]:
         """Run the agent on ``message`` (continuing ``thread`` if given) to its final answer."""
         result: RunResult[OutputT] | None = None
         async for event in self.run_stream(
-            message, thread=thread, settings=settings, tool_choice=tool_choice
+            message, thread=thread, history=history, settings=settings, tool_choice=tool_choice
         ):
             if isinstance(event, FinalEvent):
                 result = event.result
@@ -265,21 +285,35 @@ class Agent(Generic[OutputT]):
 
     async def run_stream(
         self,
-        message: str,
+        message: str | None,
         *,
         thread: Thread | str | None = None,
+        history: Sequence[Message] = (),
         settings: ModelSettings | None = None,
         tool_choice: str | None = None,
     ) -> AsyncIterator[RunEvent]:
-        """Run the agent, yielding text pieces, tool calls, tool results and the final result."""
+        """Run the agent, yielding text pieces, tool calls, tool results and the final result.
+
+        The conversation so far comes from ``thread`` (its stored messages) or ``history``
+        (messages given by the caller, as an OpenAI-style client sends them), not both.
+        ``message=None`` continues that conversation without a new user message: it must then
+        end with a user message or with the results of the calls the caller ran.
+        """
         choice = tool_choice or self.tool_choice
         self._check_tool_choice(choice)
         thread_id = thread.id if isinstance(thread, Thread) else thread
-        history: list[Message] = []
+        if thread_id is not None and history:
+            raise UserError("give a thread or a history to continue, not both")
+        past: list[Message] = list(history)
         if thread_id is not None:
             await self.store.get_thread(thread_id)  # ThreadNotFoundError before any work
-            history = await self.store.get_messages(thread_id)
-        run = _Run(self, history, UserMessage(content=message), settings, choice)
+            past = await self.store.get_messages(thread_id)
+        if message is None and (not past or past[-1].role not in ("user", "tool")):
+            raise UserError(
+                "nothing to answer: the conversation must end with a user message or tool results"
+            )
+        user = UserMessage(content=message) if message is not None else None
+        run = _Run(self, past, user, settings, choice)
         async for event in run.steps():
             if isinstance(event, FinalEvent) and thread_id is not None:
                 await self.store.append_messages(thread_id, event.result.new_messages)
@@ -298,14 +332,23 @@ class _Run:
         self,
         agent: Agent[Any],
         history: list[Message],
-        user: UserMessage,
+        user: UserMessage | None,
         settings: ModelSettings | None,
         tool_choice: str,
     ) -> None:
         self.agent = agent
         self.model = agent.model
+        self.new: list[Message] = [user] if user is not None else []
+        #: the current turn when continuing: from the last user message on (never trimmed)
+        self.tail: list[Message] = []
+        if user is None:
+            start = max((i for i, m in enumerate(history) if isinstance(m, UserMessage)), default=0)
+            history, self.tail = history[:start], history[start:]
         self.history = history
-        self.new: list[Message] = [user]
+        #: the run continues a conversation (after the caller's tool results, say) rather than
+        #: answering a new message: the first step is not a first look at a request
+        self.continuing = user is None
+        self.truncated = False
         self.settings = merge_settings(agent.settings, settings)
         self.first_choice = tool_choice
         self.usage = Usage()
@@ -317,7 +360,7 @@ class _Run:
         self.force_text = False
         self.done_calls: dict[str, ToolCallRecord] = {}
         self.pending: list[ToolCall] = []
-        self.query = user.content
+        self.query = user.content if user is not None else _last_user_text(history)
         self.selected: tuple[str, ...] = ()
         #: the previous step's output was unusable or its call invalid (so it is retried)
         self.last_step_failed = False
@@ -334,7 +377,11 @@ class _Run:
         #: a call decided by a route, made at the next step instead of asking the model
         self.routed_call: ToolCall | None = None
         self.fell_back = False
-        first = match_route(agent.routes, user.content, "first") if tool_choice == "auto" else None
+        first = (
+            match_route(agent.routes, user.content, "first")
+            if tool_choice == "auto" and user is not None
+            else None
+        )
         if first is not None:
             self.routed_call = first[1]
             self.notes.append(f"route {first[0].pattern!r} -> {first[1].name}")
@@ -374,7 +421,12 @@ class _Run:
         """The offered tool a first-step text answer names (``use the `lookup_order`
         function``), when relevance had found tools for the request: the model meant to call
         it and described the call instead. Such an answer is not a decision not to call."""
-        if step != 1 or self.selection != "gated" or params.tool_choice != "auto":
+        if (
+            step != 1
+            or self.continuing
+            or self.selection != "gated"
+            or params.tool_choice != "auto"
+        ):
             return None
         for tool in params.offered_tools():
             if re.search(rf"(?<![\w.]){re.escape(tool.name)}(?![\w])", text):
@@ -390,7 +442,12 @@ class _Run:
         return self.routed if self.last_step_failed and self.retries_left > 0 else "auto"
 
     def _routes(self) -> bool:
-        return self.selection == "router" and self.first_choice == "auto" and bool(self.agent.tools)
+        return (
+            self.selection == "router"
+            and self.first_choice == "auto"
+            and bool(self.agent.tools)
+            and not self.continuing
+        )
 
     async def _route(self) -> None:
         """Phase one of ``two-phase``: the model names the tool to call, or ``none``."""
@@ -408,7 +465,7 @@ class _Run:
             settings=self.settings,
             constrained=self.constrained,
         )
-        response = await self.model.request([system, *self.history, self.new[0]], params)
+        response = await self.model.request([system, *self.history, *self.tail, *self.new], params)
         self.usage = self.usage + response.usage
         choice = _enum_choice(response.text or "", names)
         self.routed = choice or ""
@@ -425,7 +482,7 @@ class _Run:
         A later step retries a call that failed; otherwise ``relevance`` answers from the
         results and ``gated`` offers every tool again.
         """
-        if step == 1:
+        if step == 1 and not self.continuing:
             chosen = relevant_tools(self.query, declared)
             self.selected = tuple(t.name for t in chosen)
             if not chosen:
@@ -461,7 +518,7 @@ class _Run:
                 self.model,
                 self._system(),
                 self.history,
-                self.new,
+                [*self.tail, *self.new],
                 params,
                 reserve=reserve.max_tokens or 512,
             )
@@ -496,10 +553,11 @@ class _Run:
                 continue
             try:
                 output = self._final_output(text)
-            except ValidationError as exc:
-                self._reject(text, _short_validation_error(exc))
+            except ValueError as exc:
+                self._reject(text, str(exc))
                 continue
             self.new.append(AssistantMessage(content=text))
+            self.truncated = response.finish_reason == "length"
             stop = "final"
             break
         result: RunResult[Any] = RunResult(
@@ -513,12 +571,30 @@ class _Run:
             model_name=self.model.name,
             notes=self.notes,
             pending_calls=self.pending,
+            truncated=self.truncated,
         )
         yield FinalEvent(result)
 
     def _final_output(self, text: str) -> Any:
+        """The answer as the run's output; raises ValueError (with a short reason) if the
+        answer does not satisfy the agent's output type or schema."""
         adapter = self.agent._output_adapter
-        return adapter.validate_json(text) if adapter is not None else text
+        if adapter is not None:
+            try:
+                return adapter.validate_json(text)
+            except ValidationError as exc:
+                raise ValueError(_short_validation_error(exc)) from exc
+        schema = self.agent._raw_output_schema
+        if schema is None:
+            return text
+        try:
+            value = json.loads(text)
+        except ValueError as exc:
+            raise ValueError("the answer is not JSON") from exc
+        problem = schema_problem(value, schema)
+        if problem is not None:
+            raise ValueError(f"the answer does not match the required format ({problem})")
+        return value
 
     def _spend_retry(self, why: str) -> None:
         self.retries_used += 1
@@ -640,6 +716,13 @@ def _enum_choice(text: str, names: Sequence[str]) -> str | None:
     if isinstance(decoded, str):
         value = decoded.strip()
     return value if value in names else None
+
+
+def _last_user_text(history: Sequence[Message]) -> str:
+    for message in reversed(history):
+        if isinstance(message, UserMessage):
+            return message.content
+    return ""
 
 
 def _clip(text: str) -> str:

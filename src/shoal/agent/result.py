@@ -67,6 +67,8 @@ class RunResult(Generic[OutputT]):
     #: validated calls to external tools (``Tool.external``) for the caller to run; the run
     #: stopped at them (``stop_reason == "tool_calls"``)
     pending_calls: list[ToolCall] = field(default_factory=list)
+    #: the final answer was cut by the token limit (``max_tokens``), not ended by the model
+    truncated: bool = False
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from shoal.models.llamacpp import LlamaCppModel, engine_info
 from shoal.models.profiles import FAMILY_PROFILES, ModelProfile, profile_from_gguf_metadata
 from shoal.models.registry import ALIASES, DEFAULT_MODEL, PackagedModel, resolve_model
 from shoal.models.test import FunctionModel, ModelRequest, TestModel, sample_from_schema
+from shoal.models.worker import WorkerModel
 
 __all__ = [
     "ALIASES",
@@ -32,6 +33,7 @@ __all__ = [
     "ResponseDone",
     "TestModel",
     "TextDelta",
+    "WorkerModel",
     "allow_model_requests",
     "engine_info",
     "model_requests_allowed",

@@ -7,16 +7,25 @@ from shoal.tools.selection import (
     rank_tools,
     relevant_tools,
 )
-from shoal.tools.tool import Tool, as_tool, format_tool_result, tool
+from shoal.tools.tool import (
+    Tool,
+    as_tool,
+    check_output_schema,
+    format_tool_result,
+    schema_problem,
+    tool,
+)
 
 __all__ = [
     "Tool",
     "ToolScore",
     "as_tool",
+    "check_output_schema",
     "format_tool_result",
     "mentioned_parameters",
     "narrow_to_mentioned",
     "rank_tools",
     "relevant_tools",
+    "schema_problem",
     "tool",
 ]

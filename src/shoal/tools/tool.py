@@ -44,6 +44,7 @@ from shoal.exceptions import (
     ToolDefinitionError,
     ToolExecutionError,
     ToolTimeoutError,
+    UserError,
 )
 from shoal.messages import ToolDefinition
 from shoal.tools.schema import FunctionSchema, function_schema
@@ -302,6 +303,27 @@ def _check_name(name: object, where: str) -> None:
             f"invalid tool name {name!r}{where}: use 1-64 letters, digits, "
             "'_', '.' or '-', not starting with a digit" + (" (pass name=...)" if where else "")
         )
+
+
+def check_output_schema(schema: Any, where: str) -> None:
+    """Raise :class:`~shoal.exceptions.UserError` unless ``schema`` is a valid JSON schema."""
+    if not isinstance(schema, Mapping):
+        raise UserError(f"{where}: the output schema must be a JSON object")
+    try:
+        jsonschema.Draft202012Validator.check_schema(dict(schema))
+    except jsonschema.SchemaError as exc:
+        raise UserError(f"{where}: invalid output schema: {exc.message}") from None
+
+
+def schema_problem(value: Any, schema: Mapping[str, Any]) -> str | None:
+    """``None`` when ``value`` satisfies ``schema``, else one short reason (with its path)."""
+    error = jsonschema.exceptions.best_match(
+        jsonschema.Draft202012Validator(dict(schema)).iter_errors(value)
+    )
+    if error is None:
+        return None
+    where = ".".join(str(part) for part in error.absolute_path)
+    return f"{where}: {error.message}" if where else error.message
 
 
 def _validate_against_schema(
