@@ -15,6 +15,7 @@ from shoal import __version__
 from shoal.cli.evals import eval_group
 from shoal.cli.models import doctor, models
 from shoal.cli.run import chat, run
+from shoal.cli.serve import serve
 from shoal.exceptions import ShoalError, exit_code_for
 
 __all__ = ["cli", "main"]
@@ -31,6 +32,7 @@ cli.add_command(chat)
 cli.add_command(models)
 cli.add_command(doctor)
 cli.add_command(eval_group)
+cli.add_command(serve)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,110 @@
+"""``shoal serve``: the OpenAI-compatible server (see docs/server.md)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import click
+
+from shoal.models import DEFAULT_MODEL
+
+__all__ = ["serve"]
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=int, help="Port to listen on.")
+@click.option(
+    "--model",
+    "default_model",
+    default=DEFAULT_MODEL,
+    show_default=True,
+    help="Model loaded at start and used when a request names none.",
+)
+@click.option(
+    "--agent",
+    "agents",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Agent spec (YAML) to host; repeat for more. Clients address it by its name.",
+)
+@click.option(
+    "--api-key",
+    "api_keys",
+    multiple=True,
+    help="Accepted Bearer token; repeat for more (also $SHOAL_API_KEYS, comma-separated).",
+)
+@click.option(
+    "--db",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="SQLite file for threads and stored responses [default: $SHOAL_HOME/server.db].",
+)
+@click.option(
+    "--max-queue",
+    default=32,
+    show_default=True,
+    type=int,
+    help="Waiting requests per model before 429.",
+)
+@click.option(
+    "--timeout",
+    "request_timeout",
+    default=300.0,
+    show_default=True,
+    type=float,
+    help="Seconds a request may take, queueing included.",
+)
+@click.option(
+    "--max-tokens-limit",
+    default=4096,
+    show_default=True,
+    type=int,
+    help="Largest max_tokens a request may ask for.",
+)
+@click.option(
+    "--in-process",
+    is_flag=True,
+    help="Run the engine in the server process (no crash isolation; saves one process's memory).",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def serve(
+    host: str,
+    port: int,
+    default_model: str,
+    agents: tuple[Path, ...],
+    api_keys: tuple[str, ...],
+    db: Path | None,
+    max_queue: int,
+    request_timeout: float,
+    max_tokens_limit: int,
+    in_process: bool,
+    log_level: str,
+) -> None:
+    """Serve models and agents over the OpenAI API, with /health and /metrics."""
+    from shoal.server import ServerSettings, check_port
+    from shoal.server import serve as run_server
+
+    keys = list(api_keys)
+    keys += [k.strip() for k in os.environ.get("SHOAL_API_KEYS", "").split(",") if k.strip()]
+    settings = ServerSettings(
+        host=host,
+        port=port,
+        default_model=default_model,
+        agent_specs=agents,
+        api_keys=tuple(dict.fromkeys(keys)),
+        database=db,
+        max_queue=max_queue,
+        request_timeout=request_timeout,
+        max_tokens_limit=max_tokens_limit,
+        isolate=not in_process,
+    )
+    check_port(host, port)
+    click.echo(f"shoal: serving {default_model} on http://{host}:{port}/v1", err=True)
+    run_server(settings, log_level=log_level)

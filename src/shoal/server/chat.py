@@ -1,0 +1,191 @@
+"""``POST /v1/chat/completions``: OpenAI's chat API over Shoal's agent loop.
+
+A request naming a model runs a one-off agent whose tools are the request's tools, declared as
+external tools: the model's call is constrained by the tool's schema where the engine can,
+parsed, repaired and validated otherwise, and returned in ``tool_calls`` for the client to run;
+its arguments always validate against the declared schema. A request naming a hosted agent runs
+that agent, its own tools included, to its final answer (client tools may be added).
+
+Streaming sends OpenAI's ``chat.completion.chunk`` events: text deltas as they are produced,
+each tool call as one delta with its complete arguments (once validated), the finish reason,
+then a usage chunk when ``stream_options.include_usage`` is set, then ``[DONE]``. An error after
+the stream started is sent as a last ``{"error": ...}`` event.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from shoal.agent import FinalEvent, RunResult, TextEvent, ToolCallEvent
+from shoal.exceptions import ShoalError, http_status_for
+from shoal.messages import AssistantMessage
+from shoal.server.convert import (
+    completion_id,
+    now,
+    openai_tool_call,
+    openai_usage,
+    output_schema_of,
+    settings_of,
+    to_conversation,
+    tool_choice_of,
+    tools_of,
+)
+from shoal.server.errors import ApiError, error_body
+from shoal.server.schemas import ChatCompletionRequest
+from shoal.server.state import ServerState
+
+__all__ = ["router", "sse"]
+
+log = logging.getLogger("shoal.server")
+router = APIRouter()
+
+
+def sse(data: dict[str, Any] | str) -> bytes:
+    """One server-sent event."""
+    text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
+    return f"data: {text}\n\n".encode()
+
+
+def finish_reason(result: RunResult[Any]) -> str:
+    if result.pending_calls:
+        return "tool_calls"
+    return "length" if result.truncated else "stop"
+
+
+def answer_text(result: RunResult[Any]) -> str | None:
+    if result.pending_calls:
+        said = [m for m in result.new_messages if isinstance(m, AssistantMessage)]
+        return said[-1].content or None if said else None
+    output = result.output
+    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+
+
+@router.post("/v1/chat/completions", tags=["chat"])
+async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
+    state: ServerState = request.app.state.shoal
+    if body.n != 1:
+        raise ApiError(400, "n: only n=1 is supported", param="n")
+    conversation = to_conversation(body.messages, max_messages=state.settings.max_messages)
+    tools = tools_of(body.tools)
+    hosted = state.agents.get(body.model or "")
+    hosted_tools = list(hosted.agent.tools) if hosted else []
+    choice = tool_choice_of(body.tool_choice, tools, hosted_tools)
+    settings = settings_of(
+        temperature=body.temperature,
+        top_p=body.top_p,
+        max_tokens=body.max_completion_tokens or body.max_tokens,
+        stop=body.stop,
+        seed=body.seed,
+        max_tokens_limit=state.settings.max_tokens_limit,
+    )
+    engine, agent = state.make_agent(
+        body.model,
+        instructions=conversation.instructions,
+        tools=tools,
+        output_schema=output_schema_of(body),
+        settings=settings,
+        tool_choice=choice,
+    )
+    name = body.model or engine.reference
+    if body.stream:
+        engine.check_capacity()
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        events = _stream(state, engine, agent, conversation, name, include_usage)
+        return StreamingResponse(
+            events,
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    result = await state.run(
+        engine,
+        agent,
+        conversation.message,
+        history=conversation.history,
+        disconnected=request.is_disconnected,
+    )
+    message: dict[str, Any] = {"role": "assistant", "content": answer_text(result)}
+    if result.pending_calls:
+        message["tool_calls"] = [openai_tool_call(c) for c in result.pending_calls]
+    return JSONResponse(
+        {
+            "id": completion_id(),
+            "object": "chat.completion",
+            "created": now(),
+            "model": name,
+            "system_fingerprint": f"shoal-{engine.reference}",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": message,
+                    "finish_reason": finish_reason(result),
+                    "logprobs": None,
+                }
+            ],
+            "usage": openai_usage(result.usage),
+        }
+    )
+
+
+async def _stream(
+    state: ServerState,
+    engine: Any,
+    agent: Any,
+    conversation: Any,
+    name: str,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    ident, created = completion_id(), now()
+
+    def chunk(delta: dict[str, Any], reason: str | None = None) -> bytes:
+        return sse(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "system_fingerprint": f"shoal-{engine.reference}",
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}
+                ],
+            }
+        )
+
+    yield chunk({"role": "assistant", "content": ""})
+    index = 0
+    try:
+        async for event in state.stream(
+            engine, agent, conversation.message, history=conversation.history
+        ):
+            if isinstance(event, TextEvent):
+                yield chunk({"content": event.text})
+            elif isinstance(event, ToolCallEvent) and agent.tools[event.call.name].external_only:
+                call = openai_tool_call(event.call)
+                yield chunk({"tool_calls": [{"index": index, **call}]})
+                index += 1
+            elif isinstance(event, FinalEvent):
+                result = event.result
+                yield chunk({}, finish_reason(result))
+                if include_usage:
+                    yield sse(
+                        {
+                            "id": ident,
+                            "object": "chat.completion.chunk",
+                            "created": created,
+                            "model": name,
+                            "choices": [],
+                            "usage": openai_usage(result.usage),
+                        }
+                    )
+    except ShoalError as exc:
+        status = http_status_for(exc)
+        yield sse(error_body(status, str(exc), code=type(exc).__name__))
+    except Exception as exc:  # the stream has started: report it in-band, log the rest
+        log.exception("stream failed")
+        yield sse(error_body(500, f"internal error ({type(exc).__name__}); see the server log"))
+    yield sse("[DONE]")

@@ -1,0 +1,75 @@
+"""What ``shoal serve`` is configured with: one frozen object, built by the CLI or by tests."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from shoal.exceptions import UserError
+from shoal.models import DEFAULT_MODEL
+
+__all__ = ["ServerSettings", "is_loopback"]
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """Limits and defaults of one server. Every limit has a default a laptop can live with."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    #: the model loaded at start-up and used when a request names no model
+    default_model: str = DEFAULT_MODEL
+    #: other model references requests may name (started on first use); the default is added
+    models: tuple[str, ...] = ()
+    #: agent spec files hosted by the server (addressed by agent name as the ``model``)
+    agent_specs: tuple[Path, ...] = ()
+    #: Bearer tokens accepted; empty: no authentication (only allowed on a loopback address)
+    api_keys: tuple[str, ...] = ()
+    #: SQLite file of threads and stored responses
+    database: Path | None = None
+    #: requests running at once on one model; the engine generates for one at a time
+    max_active: int = 1
+    #: requests waiting per model before new ones get 429
+    max_queue: int = 32
+    #: seconds a request may take, queueing included, before it fails with 504
+    request_timeout: float = 300.0
+    #: seconds a model may take to load before requests fail with 503
+    load_timeout: float = 300.0
+    max_body_bytes: int = 1_000_000
+    max_messages: int = 256
+    #: largest ``max_tokens`` a request may ask for
+    max_tokens_limit: int = 4096
+    #: seconds in-flight requests get to finish when the server is asked to stop
+    shutdown_timeout: float = 30.0
+    #: run the embedded engine in a worker process (crash isolation); False runs it in-process
+    isolate: bool = True
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not is_loopback(self.host) and not self.api_keys:
+            raise UserError(
+                f"refusing to listen on {self.host} without API keys: anyone on the network "
+                "could use the models; pass --api-key (or SHOAL_API_KEYS), or bind 127.0.0.1"
+            )
+        for name in ("max_active", "max_queue", "max_body_bytes", "max_messages"):
+            if getattr(self, name) < (0 if name == "max_queue" else 1):
+                raise UserError(f"server setting {name} must be positive")
+        if self.request_timeout <= 0 or self.load_timeout <= 0:
+            raise UserError("server timeouts must be positive")
+        if not 0 < self.port < 65536:
+            raise UserError(f"port {self.port} is not between 1 and 65535")
+
+    @property
+    def served_models(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys((self.default_model, *self.models)))
