@@ -36,7 +36,7 @@ from shoal.server.convert import (
     tool_choice_of,
     tools_of,
 )
-from shoal.server.errors import ApiError, error_body
+from shoal.server.errors import ApiError, error_body, error_code
 from shoal.server.schemas import ChatCompletionRequest
 from shoal.server.state import ServerState
 
@@ -184,8 +184,14 @@ async def _stream(
                     )
     except ShoalError as exc:
         status = http_status_for(exc)
-        yield sse(error_body(status, str(exc), code=type(exc).__name__))
+        yield sse(error_body(status, str(exc), code=error_code(exc)))
     except Exception as exc:  # the stream has started: report it in-band, log the rest
         log.exception("stream failed")
-        yield sse(error_body(500, f"internal error ({type(exc).__name__}); see the server log"))
+        yield sse(
+            error_body(
+                500,
+                f"internal error ({type(exc).__name__}); see the server log",
+                code="internal_error",
+            )
+        )
     yield sse("[DONE]")

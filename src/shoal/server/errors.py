@@ -30,6 +30,7 @@ __all__ = [
     "ApiError",
     "BodyTooLargeError",
     "error_body",
+    "error_code",
     "install_error_handlers",
     "shoal_error_response",
 ]
@@ -95,7 +96,7 @@ def error_body(
     }
 
 
-def _code_for(error: ShoalError) -> str:
+def error_code(error: ShoalError) -> str:
     """A stable machine-readable code: the error class name in snake case."""
     name = type(error).__name__
     return "".join("_" + c.lower() if c.isupper() else c for c in name).lstrip("_")
@@ -109,7 +110,7 @@ def shoal_error_response(error: ShoalError) -> JSONResponse:
     if status >= 500 and not isinstance(error, ModelError | StoreError | ToolError):
         log.warning("request failed: %s: %s", type(error).__name__, error)
     return JSONResponse(
-        error_body(status, str(error), code=_code_for(error)), status_code=status, headers=headers
+        error_body(status, str(error), code=error_code(error)), status_code=status, headers=headers
     )
 
 

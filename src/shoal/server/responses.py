@@ -608,6 +608,7 @@ async def _stream(
             for chunk in chunks:
                 yield chunk
     except ShoalError as exc:
+        # the Responses API's error codes are an enumeration: keep to its values
         code = "rate_limit_exceeded" if isinstance(exc, OverloadedError) else "server_error"
         for chunk in _failure(writer, draft, code, str(exc)):
             yield chunk
