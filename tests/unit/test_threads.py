@@ -441,7 +441,7 @@ async def test_sqlite_connection_settings(tmp_path: Path) -> None:
     path = tmp_path / "a" / "b" / "threads.db"
     async with SQLiteThreadStore(path) as store:
         assert path.is_file()
-        db = store._db
+        db = store._database._db
         assert db is not None
         assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1

@@ -20,8 +20,9 @@ The server keeps this table in its SQLite file next to the threads (``ServerSett
 so stored responses survive restarts; ``ResponseStore(":memory:")`` keeps them in memory, which
 the server does when its thread store is in memory.
 
-Migrations follow :mod:`shoal.threads.sqlite` (ordered functions, each applied once and
-recorded), but are recorded in their own table, ``_response_migrations``: the thread store
+Connections, migrations and transactions are :mod:`shoal.threads.database`'s, as for the
+thread store (ordered functions, each applied once and recorded), but migrations are recorded
+in their own table, ``_response_migrations``: the thread store
 refuses a file whose ``_migrations`` lists names it does not know, and both share the file.
 
 Every call runs on a worker thread (``asyncio.to_thread``) over one connection guarded by a
@@ -30,33 +31,22 @@ lock, so the event loop never waits on the disk.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from shoal.exceptions import StoreError
 from shoal.messages import MESSAGE_LIST_ADAPTER, Message
+from shoal.threads.database import MEMORY, Database, Migration, open_database, transaction
 
 __all__ = ["MEMORY", "ResponseStore", "StoredResponse"]
 
 T = TypeVar("T")
-Migration = Callable[[sqlite3.Connection], None]
-
-#: the path that keeps the responses in memory
-MEMORY = ":memory:"
-
-#: milliseconds a statement waits for another connection's lock before failing
-BUSY_TIMEOUT_MS = 5000
 
 _MIGRATIONS: list[Migration] = []
 
@@ -92,68 +82,6 @@ class StoredResponse:
     conversation: list[Message]
 
 
-@contextmanager
-def _transaction(db: sqlite3.Connection) -> Iterator[None]:
-    db.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        db.rollback()
-        raise
-
-
-def _migrate(db: sqlite3.Connection, where: str) -> None:
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS _response_migrations"
-        " (name TEXT PRIMARY KEY, applied_at INTEGER NOT NULL)"
-    )
-    known = {m.__name__ for m in _MIGRATIONS}
-    applied = {row[0] for row in db.execute("SELECT name FROM _response_migrations")}
-    unknown = sorted(applied - known)
-    if unknown:
-        raise StoreError(
-            f"{where} was created by a newer version of Shoal (unknown response migrations: "
-            f"{', '.join(unknown)}); upgrade Shoal to open it"
-        )
-    for function in _MIGRATIONS:
-        if function.__name__ in applied:
-            continue
-        with _transaction(db):
-            done = db.execute(
-                "SELECT 1 FROM _response_migrations WHERE name = ?", (function.__name__,)
-            )
-            if done.fetchone() is None:
-                function(db)
-                db.execute(
-                    "INSERT INTO _response_migrations (name, applied_at) VALUES (?, ?)",
-                    (function.__name__, int(time.time())),
-                )
-
-
-def _connect(path: str) -> sqlite3.Connection:
-    try:
-        if path != MEMORY:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-    except (OSError, sqlite3.Error) as error:
-        raise StoreError(f"cannot open the response database {path}: {error}") from error
-    try:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        if path != MEMORY:
-            db.execute("PRAGMA journal_mode = WAL")
-        _migrate(db, path)
-    except sqlite3.DatabaseError as error:
-        db.close()
-        raise StoreError(f"cannot open the response database {path}: {error}") from error
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
 def _from_row(row: tuple[Any, ...]) -> StoredResponse:
     try:
         response = json.loads(row[2])
@@ -171,23 +99,21 @@ class ResponseStore:
 
     def __init__(self, path: str | os.PathLike[str] = MEMORY) -> None:
         self.path = str(path)
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = _connect(self.path)
+        connection = open_database(
+            self.path,
+            what="response database",
+            migrations=_MIGRATIONS,
+            table="_response_migrations",
+        )
+        self._database = Database(
+            connection, what=f"response database {self.path}", owner=repr(self)
+        )
 
     def __repr__(self) -> str:
         return f"ResponseStore({self.path!r})"
 
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            if self._db is None:
-                raise StoreError(f"{self!r} is closed")
-            try:
-                return work(self._db)
-            except sqlite3.Error as error:
-                raise StoreError(f"response database {self.path}: {error}") from error
-
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._run, work)
+        return await self._database.call(work)
 
     async def put(
         self,
@@ -203,7 +129,7 @@ class ResponseStore:
         messages = MESSAGE_LIST_ADAPTER.dump_json(list(conversation)).decode()
 
         def work(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 db.execute(
                     "INSERT OR REPLACE INTO responses (id, created_at, response, conversation)"
                     " VALUES (?, ?, ?, ?)",
@@ -230,7 +156,7 @@ class ResponseStore:
         """Delete a response; False if there was none with that id."""
 
         def work(db: sqlite3.Connection) -> bool:
-            with _transaction(db):
+            with transaction(db):
                 cursor = db.execute("DELETE FROM responses WHERE id = ?", (response_id,))
                 return cursor.rowcount > 0
 
@@ -238,11 +164,4 @@ class ResponseStore:
 
     async def close(self) -> None:
         """Close the database. Safe to call twice; other calls afterwards raise StoreError."""
-
-        def work() -> None:
-            with self._lock:
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-
-        await asyncio.to_thread(work)
+        await self._database.close()

@@ -22,18 +22,16 @@ Each runs once, in its own transaction, and is then recorded by name with the ti
 applied in the ``_migrations`` table. Opening a file applies the ones it has not seen yet. To
 change the schema, append a new function decorated with ``@migration``; never edit or reorder
 one that has shipped. A file whose ``_migrations`` lists a name this code does not know was
-written by a newer Shoal, and is refused rather than misread.
+written by a newer Shoal, and is refused rather than misread. The connection, migration and
+transaction plumbing lives in :mod:`shoal.threads.database`, shared with the server's stores.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import sqlite3
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -52,16 +50,12 @@ from shoal.threads.base import (
     metadata_matches,
     new_thread_id,
     normalise_metadata,
-    utc_now,
 )
+from shoal.threads.database import BUSY_TIMEOUT_MS, Database, Migration, open_database, transaction
 
-__all__ = ["MIGRATIONS", "SQLiteThreadStore", "migration"]
+__all__ = ["BUSY_TIMEOUT_MS", "MIGRATIONS", "SQLiteThreadStore", "migration"]
 
 T = TypeVar("T")
-Migration = Callable[[sqlite3.Connection], None]
-
-#: Milliseconds a statement waits for another connection's lock before failing.
-BUSY_TIMEOUT_MS = 5000
 
 #: The schema, in order. Append only.
 MIGRATIONS: list[Migration] = []
@@ -105,66 +99,9 @@ def _timestamp(moment: datetime) -> str:
     return moment.isoformat(timespec="microseconds")
 
 
-@contextmanager
-def _transaction(db: sqlite3.Connection, *, write: bool = True) -> Iterator[None]:
-    """``BEGIN IMMEDIATE`` (or a plain ``BEGIN`` for reads) ... ``COMMIT``; rollback on error."""
-    db.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-    try:
-        yield
-        db.execute("COMMIT")
-    except BaseException:
-        db.rollback()
-        raise
-
-
-def _migrate(db: sqlite3.Connection, path: Path) -> None:
-    db.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
-    )
-    known = [m.__name__ for m in MIGRATIONS]
-    applied = {row[0] for row in db.execute("SELECT name FROM _migrations")}
-    unknown = sorted(applied - set(known))
-    if unknown:
-        raise StoreError(
-            f"{path} was created by a newer version of Shoal (unknown migrations: "
-            f"{', '.join(unknown)}); upgrade Shoal to open it"
-        )
-    for function in MIGRATIONS:
-        if function.__name__ in applied:
-            continue
-        with _transaction(db):
-            # Another process may have applied it since we looked.
-            done = db.execute("SELECT 1 FROM _migrations WHERE name = ?", (function.__name__,))
-            if done.fetchone() is None:
-                function(db)
-                db.execute(
-                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                    (function.__name__, _timestamp(utc_now())),
-                )
-
-
 def _connect(path: Path) -> sqlite3.Connection:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(
-            path, check_same_thread=False, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000
-        )
-    except (OSError, sqlite3.Error) as error:
-        raise StoreError(f"cannot open the thread database {path}: {error}") from error
-    try:
-        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        db.execute("PRAGMA foreign_keys = ON")
-        db.execute("PRAGMA journal_mode = WAL")
-        _migrate(db, path)
-    except sqlite3.DatabaseError as error:
-        db.close()
-        if getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
-            raise StoreError(f"{path} is not a SQLite database ({error})") from error
-        raise StoreError(f"cannot open the thread database {path}: {error}") from error
-    except BaseException:
-        db.close()
-        raise
-    return db
+    # MIGRATIONS is read at call time: tests append to it
+    return open_database(path, what="thread database", migrations=MIGRATIONS)
 
 
 _THREAD_COLUMNS = "id, metadata, created_at, updated_at"
@@ -196,26 +133,18 @@ class SQLiteThreadStore(ClosingStore):
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
-        self._lock = threading.Lock()
         self._clock = MonotonicClock()
-        self._db: sqlite3.Connection | None = _connect(self.path)
+        self._database = Database(
+            _connect(self.path), what=f"thread database {self.path}", owner=repr(self)
+        )
 
     def __repr__(self) -> str:
         return f"SQLiteThreadStore({str(self.path)!r})"
 
     # -- plumbing ----------------------------------------------------------------------------
 
-    def _run(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        with self._lock:
-            if self._db is None:
-                raise StoreError(f"{self!r} is closed")
-            try:
-                return work(self._db)
-            except sqlite3.Error as error:
-                raise StoreError(f"thread database {self.path}: {error}") from error
-
     async def _call(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.to_thread(self._run, work)
+        return await self._database.call(work)
 
     # -- the ThreadStore protocol ------------------------------------------------------------
 
@@ -227,7 +156,7 @@ class SQLiteThreadStore(ClosingStore):
         new_id = thread_id or new_thread_id()
 
         def work(db: sqlite3.Connection) -> Thread:
-            with _transaction(db):
+            with transaction(db):
                 if db.execute("SELECT 1 FROM threads WHERE id = ?", (new_id,)).fetchone():
                     raise StoreError(f"a thread with id {new_id!r} already exists")
                 now = self._clock()
@@ -291,7 +220,7 @@ class SQLiteThreadStore(ClosingStore):
         clean = normalise_metadata(metadata)
 
         def work(db: sqlite3.Connection) -> Thread:
-            with _transaction(db):
+            with transaction(db):
                 row = _require_thread(db, thread_id)
                 now = self._clock()
                 db.execute(
@@ -304,7 +233,7 @@ class SQLiteThreadStore(ClosingStore):
 
     async def delete_thread(self, thread_id: str) -> None:
         def work(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 if db.execute("DELETE FROM threads WHERE id = ?", (thread_id,)).rowcount == 0:
                     raise ThreadNotFoundError(f"no thread with id {thread_id!r}")
 
@@ -314,7 +243,7 @@ class SQLiteThreadStore(ClosingStore):
         encoded = encode_messages(messages)  # raises before anything is written
 
         def work(db: sqlite3.Connection) -> None:
-            with _transaction(db):
+            with transaction(db):
                 _require_thread(db, thread_id)
                 if not encoded:
                     return
@@ -348,7 +277,7 @@ class SQLiteThreadStore(ClosingStore):
             params = (thread_id, limit)
 
         def work(db: sqlite3.Connection) -> list[str]:
-            with _transaction(db, write=False):
+            with transaction(db, write=False):
                 _require_thread(db, thread_id)
                 return [row[0] for row in db.execute(query, params)]
 
@@ -356,11 +285,4 @@ class SQLiteThreadStore(ClosingStore):
 
     async def close(self) -> None:
         """Close the file. Safe to call twice; any other use afterwards raises ``StoreError``."""
-
-        def work() -> None:
-            with self._lock:
-                if self._db is not None:
-                    self._db.close()
-                    self._db = None
-
-        await asyncio.to_thread(work)
+        await self._database.close()
