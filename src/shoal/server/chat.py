@@ -20,13 +20,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from shoal.agent import FinalEvent, RunResult, TextEvent, ToolCallEvent
 from shoal.exceptions import ShoalError, http_status_for
-from shoal.messages import AssistantMessage
 from shoal.server.convert import (
+    answer_text,
     completion_id,
+    event_stream,
     now,
     openai_tool_call,
     openai_usage,
@@ -58,14 +59,6 @@ def finish_reason(result: RunResult[Any]) -> str:
     return "length" if result.truncated else "stop"
 
 
-def answer_text(result: RunResult[Any]) -> str | None:
-    if result.pending_calls:
-        said = [m for m in result.new_messages if isinstance(m, AssistantMessage)]
-        return said[-1].content or None if said else None
-    output = result.output
-    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
-
-
 @router.post("/v1/chat/completions", tags=["chat"])
 async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any:
     state: ServerState = request.app.state.shoal
@@ -88,7 +81,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         body.model,
         instructions=conversation.instructions,
         tools=tools,
-        output_schema=output_schema_of(body),
+        output_schema=output_schema_of(body.response_format),
         settings=settings,
         tool_choice=choice,
     )
@@ -96,12 +89,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     if body.stream:
         engine.check_capacity()
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        events = _stream(state, engine, agent, conversation, name, include_usage)
-        return StreamingResponse(
-            events,
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return event_stream(_stream(state, engine, agent, conversation, name, include_usage))
     result = await state.run(
         engine,
         agent,

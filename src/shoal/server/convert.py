@@ -11,9 +11,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
+from fastapi.responses import StreamingResponse
+
+from shoal.agent import RunResult
 from shoal.exceptions import ToolDefinitionError
 from shoal.messages import (
     AssistantMessage,
@@ -26,10 +29,10 @@ from shoal.messages import (
 )
 from shoal.server.errors import ApiError
 from shoal.server.schemas import (
-    ChatCompletionRequest,
     ChatMessageIn,
     ContentPart,
     NamedToolChoice,
+    ResponseFormat,
     ToolIn,
 )
 from shoal.settings import ModelSettings
@@ -37,7 +40,10 @@ from shoal.tools import Tool
 
 __all__ = [
     "Conversation",
+    "answer_text",
+    "arguments_of",
     "completion_id",
+    "event_stream",
     "openai_tool_call",
     "openai_usage",
     "output_schema_of",
@@ -114,7 +120,7 @@ def to_conversation(messages: Sequence[ChatMessageIn], *, max_messages: int) -> 
                     ToolCall(
                         id=call.id,
                         name=call.function.name,
-                        arguments=_arguments(call.function.arguments, f"{where}.tool_calls"),
+                        arguments=arguments_of(call.function.arguments, f"{where}.tool_calls"),
                     )
                 )
                 names[call.id] = call.function.name
@@ -138,7 +144,8 @@ def to_conversation(messages: Sequence[ChatMessageIn], *, max_messages: int) -> 
     )
 
 
-def _arguments(text: str, where: str) -> dict[str, Any]:
+def arguments_of(text: str | None, where: str) -> dict[str, Any]:
+    """A call's arguments sent as a JSON string, decoded; 400 unless they are a JSON object."""
     try:
         value = json.loads(text or "{}")
     except ValueError:
@@ -186,8 +193,8 @@ def tool_choice_of(
     return name
 
 
-def output_schema_of(request: ChatCompletionRequest) -> dict[str, Any] | None:
-    fmt = request.response_format
+def output_schema_of(fmt: ResponseFormat | None) -> dict[str, Any] | None:
+    """The JSON schema a chat-style ``response_format`` asks the answer to satisfy."""
     if fmt is None or fmt.type == "text":
         return None
     if fmt.type == "json_object":
@@ -223,6 +230,24 @@ def settings_of(
         max_tokens=max_tokens,
         stop=tuple(stops),
         seed=seed,
+    )
+
+
+def answer_text(result: RunResult[Any]) -> str | None:
+    """The text a run answered with; with pending calls, the text of the turn that made them."""
+    if result.pending_calls:
+        said = [m for m in result.new_messages if isinstance(m, AssistantMessage)]
+        return said[-1].content or None if said else None
+    output = result.output
+    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
+
+
+def event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
+    """Server-sent events, unbuffered by proxies."""
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 
 

@@ -37,7 +37,7 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from shoal.agent import Agent, FinalEvent, RunResult, TextEvent, ToolCallEvent
@@ -50,7 +50,16 @@ from shoal.messages import (
     ToolMessage,
     UserMessage,
 )
-from shoal.server.convert import now, settings_of, text_of, tool_choice_of, tools_of
+from shoal.server.convert import (
+    answer_text,
+    arguments_of,
+    event_stream,
+    now,
+    settings_of,
+    text_of,
+    tool_choice_of,
+    tools_of,
+)
 from shoal.server.engines import Engine
 from shoal.server.errors import ApiError
 from shoal.server.schemas import ContentPart, FunctionDefinition, NamedToolChoice, ToolIn
@@ -163,7 +172,7 @@ def _input_messages(items: str | list[InputItem], before: Sequence[Message]) -> 
             if not item.call_id or not item.name:
                 raise ApiError(400, f"{where}: a function_call needs call_id and name", param=where)
             call = ToolCall(
-                id=item.call_id, name=item.name, arguments=_arguments(item.arguments, where)
+                id=item.call_id, name=item.name, arguments=arguments_of(item.arguments, where)
             )
             names[call.id] = call.name
             last = out[-1] if out else None
@@ -192,16 +201,6 @@ def _input_messages(items: str | list[InputItem], before: Sequence[Message]) -> 
                 param=where,
             )
     return out
-
-
-def _arguments(text: str | None, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text or "{}")
-    except ValueError:
-        raise ApiError(400, f"{where}: arguments are not JSON", param=where) from None
-    if not isinstance(value, dict):
-        raise ApiError(400, f"{where}: arguments must be a JSON object", param=where)
-    return value
 
 
 class _Turn:
@@ -281,17 +280,6 @@ def _output_schema(body: ResponseCreate) -> dict[str, Any] | None:
 
 
 # -- result -> response -----------------------------------------------------------------------
-
-
-def _final_text(result: RunResult[Any]) -> str:
-    """The answer's text: with pending calls, the text of the turn that made them."""
-    if result.pending_calls:
-        for message in reversed(result.new_messages):
-            if isinstance(message, AssistantMessage):
-                return message.content or ""
-        return ""
-    output = result.output
-    return output if isinstance(output, str) else json.dumps(output, ensure_ascii=False)
 
 
 def _status(result: RunResult[Any]) -> tuple[str, dict[str, str] | None]:
@@ -414,7 +402,7 @@ class _Writer:
     def finish(self, result: RunResult[Any]) -> list[bytes]:
         """Complete the items from the run's result: the final text, then any calls not yet
         announced."""
-        text = _final_text(result)
+        text = answer_text(result) or ""
         chunks = self.text(text) if self.message is None else []
         chunks += self.close_message(text, "incomplete" if result.truncated else "completed")
         for call in result.pending_calls:
@@ -528,11 +516,7 @@ async def create_response(body: ResponseCreate, request: Request) -> Any:
     draft = _Draft(body, body.model or engine.reference)
     if body.stream:
         engine.check_capacity()
-        return StreamingResponse(
-            _stream(state, engine, agent, turn, draft),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
+        return event_stream(_stream(state, engine, agent, turn, draft))
     result = await state.run(
         engine,
         agent,

@@ -39,6 +39,7 @@ from shoal.messages import AssistantMessage, Message, ToolMessage, UserMessage
 from shoal.server.convert import (
     now,
     openai_tool_call,
+    output_schema_of,
     settings_of,
     text_of,
     tool_choice_of,
@@ -342,18 +343,6 @@ def _position(thread_id: str, message_id: str, param: str) -> int:
 # -- runs -------------------------------------------------------------------------------------
 
 
-def _output_schema(fmt: Literal["auto"] | ResponseFormat | None) -> dict[str, Any] | None:
-    if fmt is None or fmt == "auto" or fmt.type == "text":
-        return None
-    if fmt.type == "json_object":
-        return {"type": "object"}
-    if fmt.json_schema is None or not fmt.json_schema.schema_:
-        raise ApiError(
-            400, "response_format: json_schema needs json_schema.schema", param="response_format"
-        )
-    return fmt.json_schema.schema_
-
-
 def _run_status(result: RunResult[Any]) -> tuple[str, dict[str, str] | None]:
     if result.pending_calls:
         return "requires_action", None
@@ -406,7 +395,9 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> dict[
         name,
         instructions=instructions,
         tools=tools,
-        output_schema=_output_schema(body.response_format),
+        output_schema=output_schema_of(
+            None if body.response_format == "auto" else body.response_format
+        ),
         settings=settings,
         tool_choice=choice,
     )
