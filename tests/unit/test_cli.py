@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import sys
 import textwrap
 import uuid
@@ -440,3 +441,42 @@ def test_chat_continues_a_thread(spec: Path, db: Path, capsys: pytest.CaptureFix
     assert f"thread {thread_id}" in result.stderr
     assert "→" not in result.stderr  # the thread already holds the tool results
     assert len(stored_messages(db, thread_id)) == 6
+
+
+# -- shoal serve: mistakes are refused before anything is loaded or bound ---------------------
+
+
+def test_serve_refuses_a_public_address_without_keys(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHOAL_API_KEYS", raising=False)
+    assert main(["serve", "--host", "0.0.0.0", "--port", "8765"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: refusing to listen on 0.0.0.0 without API keys")
+    assert "Traceback" not in err
+
+
+def test_serve_with_a_broken_agent_spec_is_a_spec_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SHOAL_HOME", str(tmp_path / "home"))
+    spec = tmp_path / "bad.yaml"
+    spec.write_text("name: bad\nmodel: smollm2-135m\ntools:\n  - no_such_module:nothing\n")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    code = main(["serve", "--port", str(port), "--agent", str(spec)])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert "bad.yaml:4" in err
+    assert "no_such_module" in err
+    assert "Traceback" not in err
+
+
+def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert main(["serve", "--port", str(port)]) == 2
+    assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err

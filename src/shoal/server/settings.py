@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from shoal.exceptions import UserError
@@ -54,7 +54,6 @@ class ServerSettings:
     shutdown_timeout: float = 30.0
     #: run the embedded engine in a worker process (crash isolation); False runs it in-process
     isolate: bool = True
-    extra_labels: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.api_keys:
