@@ -19,7 +19,11 @@ ShoalError                      base of everything Shoal raises on purpose
 │   └── ToolTimeoutError        the function ran past its timeout
 ├── GuardError                  a limit or policy stopped the action
 │   ├── OverloadedError         a model's request queue is full (HTTP 429, retry later)
-│   └── DeadlineExceededError   a request ran past its deadline
+│   ├── DeadlineExceededError   a request ran past its deadline
+│   └── MemoryBudgetError       a model cannot be loaded within the memory budget
+├── DownloadError               fetching a model file failed
+│   ├── OfflineError            the network is needed but not reachable (or offline mode)
+│   └── IntegrityError          the file's size or sha256 is not the expected one
 └── StoreError                  the thread store failed or was asked for a missing thread
     └── ThreadNotFoundError
 ```
@@ -39,12 +43,16 @@ __all__ = [
     "HTTP_STATUS",
     "ContextOverflowError",
     "DeadlineExceededError",
+    "DownloadError",
     "GuardError",
+    "IntegrityError",
+    "MemoryBudgetError",
     "ModelBehaviorError",
     "ModelCrashedError",
     "ModelError",
     "ModelLoadError",
     "ModelNotInstalledError",
+    "OfflineError",
     "OverloadedError",
     "ShoalError",
     "SpecError",
@@ -163,6 +171,23 @@ class DeadlineExceededError(GuardError):
     """A request did not finish within its deadline; its generation was stopped."""
 
 
+class MemoryBudgetError(GuardError):
+    """A model does not fit ``max_memory`` / ``max_loaded_models`` even after unloading every
+    idle model (the others are busy), or is bigger than the whole budget."""
+
+
+class DownloadError(ShoalError):
+    """Fetching a model file failed (HTTP error, transfer cut short, disk full)."""
+
+
+class OfflineError(DownloadError):
+    """A pull needs the network and the network is not reachable (or offline mode is on)."""
+
+
+class IntegrityError(DownloadError):
+    """A downloaded or assembled file does not have the expected size or sha256."""
+
+
 class StoreError(ShoalError):
     """The thread store failed."""
 
@@ -188,7 +213,11 @@ CLI_EXIT_CODES: dict[type[BaseException], int] = {
     GuardError: 9,
     OverloadedError: 9,
     DeadlineExceededError: 9,
+    MemoryBudgetError: 9,
     StoreError: 10,
+    DownloadError: 11,
+    OfflineError: 11,
+    IntegrityError: 11,
     ThreadNotFoundError: 10,
 }
 
@@ -212,7 +241,9 @@ HTTP_STATUS: dict[type[BaseException], int] = {
     GuardError: 403,
     OverloadedError: 429,
     DeadlineExceededError: 504,
+    MemoryBudgetError: 503,
     StoreError: 500,
+    DownloadError: 502,
     ThreadNotFoundError: 404,
 }
 
