@@ -7,16 +7,26 @@ and run in a worker thread so the event loop stays free while tokens are produce
 
 Prompts are rendered with the GGUF's own chat template (:mod:`shoal.models.prompt`); tool calls
 and structured answers are constrained with a GBNF grammar built from the schemas
-(:mod:`shoal.toolcalls.grammar`) using llama.cpp's own JSON-schema converter. A follow-up turn
-reuses the evaluated prefix of the previous prompt (llama-cpp-python keeps the KV cache of the
-last sequence and evaluates only the tokens after the longest common prefix); the number of
-reused tokens is reported as ``usage.cached_prompt_tokens``.
+(:mod:`shoal.toolcalls.grammar`) using llama.cpp's own JSON-schema converter.
+
+A turn evaluates only what is new. llama-cpp-python keeps the KV cache of the last sequence and
+evaluates only the tokens after the longest common prefix with it; on top of that, after every
+request the state of the sequence (prompt and reply) is copied into a
+:class:`~shoal.models.prefix_cache.PrefixCache` (bounded, LRU), and before a request the entry
+sharing the longest prefix with the new prompt is restored when it beats the live context. So
+when agents with different system prompts and tools, or several conversations, take turns,
+each turn still pays only for its new tokens. Only the sequence's KV cells are copied
+(``llama_state_seq_get_data``: about 23 KB per token for SmolLM2-135M, 12 KB for
+Qwen2.5-0.5B), not llama-cpp-python's ``save_state``, which also copies a logits buffer of
+``n_batch x n_vocab`` floats (100-300 MB) and is why its ``LlamaRAMCache`` is not used here.
+The reused tokens are reported as ``usage.cached_prompt_tokens``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import dataclasses
 import functools
 import os
@@ -27,7 +37,12 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from shoal.exceptions import ContextOverflowError, ModelLoadError, ModelNotInstalledError
+from shoal.exceptions import (
+    ContextOverflowError,
+    ModelLoadError,
+    ModelNotInstalledError,
+    UserError,
+)
 from shoal.messages import Message, ToolDefinition, Usage
 from shoal.models.base import (
     FinishReason,
@@ -39,6 +54,7 @@ from shoal.models.base import (
     TextDelta,
 )
 from shoal.models.guard import check_model_requests_allowed
+from shoal.models.prefix_cache import PrefixCache
 from shoal.models.profiles import ModelProfile, profile_from_gguf_metadata
 from shoal.models.prompt import ChatTemplate, to_chat_turns
 from shoal.settings import ModelSettings, merge_settings
@@ -56,11 +72,15 @@ from shoal.toolcalls import (
 Llama = Any
 LlamaGrammar = Any
 
-__all__ = ["DEFAULT_MAX_CONTEXT", "LlamaCppModel", "engine_info"]
+__all__ = ["DEFAULT_MAX_CONTEXT", "DEFAULT_PREFIX_CACHE_MB", "LlamaCppModel", "engine_info"]
 
 #: context size used when the caller does not choose one: enough for an agent's prompt and a
 #: few turns, without reserving the KV cache for a model's full trained context
 DEFAULT_MAX_CONTEXT = 4096
+
+#: memory for evaluated prefixes per loaded model when the caller does not choose
+#: (``$SHOAL_PREFIX_CACHE_MB`` overrides; 0 turns the cache off)
+DEFAULT_PREFIX_CACHE_MB = 256
 
 _END = object()
 
@@ -88,6 +108,7 @@ class LlamaCppModel(Model):
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         profile: ModelProfile | None = None,
+        prefix_cache_mb: int | None = None,
     ) -> None:
         self.model_path = Path(model_path)
         self.name = name or self.model_path.stem
@@ -101,6 +122,8 @@ class LlamaCppModel(Model):
         self._load_lock = threading.Lock()
         self._run_lock = threading.Lock()
         self.load_seconds: float | None = None
+        #: evaluated prefixes of earlier requests, restored when a new prompt starts with them
+        self.prefix_cache = PrefixCache(_prefix_cache_bytes(prefix_cache_mb))
 
     # -- loading --------------------------------------------------------------------------
 
@@ -160,6 +183,7 @@ class LlamaCppModel(Model):
     async def close(self) -> None:
         with self._load_lock, self._run_lock:
             llm, self._llm = self._llm, None
+            self.prefix_cache.clear()
             if llm is not None:
                 llm.close()
 
@@ -336,64 +360,130 @@ class LlamaCppModel(Model):
                 raise ContextOverflowError(
                     f"the prompt takes {len(tokens)} tokens; {self.name} holds {llm.n_ctx()}"
                 )
-            max_tokens = min(settings.max_tokens or 512, llm.n_ctx() - len(tokens))
-            cached = _common_prefix(llm, tokens)
-            sampling = _sampling(settings, (*self.profile.stop, *settings.stop))
             started = time.perf_counter()
-            produced: list[str] = []
-            finish = "stop"
-            grammar, start = plan.grammar, tokens
-            if plan.peek is not None:
-                first = llm.create_completion(
-                    prompt=tokens, max_tokens=1, grammar=self._grammar(plan.peek), **sampling
-                )["choices"][0]
-                text = first["text"]
-                if _may_open_json(text) and first["finish_reason"] != "stop":
-                    # "{" or a code fence: the model may be writing a call in its own format
-                    more = llm.create_completion(
-                        prompt=tokens + self._tokenize_piece(text), max_tokens=3, **sampling
-                    )["choices"][0]["text"]
-                    if _opens_json_call(text + more):
-                        text = "<"  # decode the call it means, under the call grammar
-                if not text or not text.lstrip().startswith("<"):
-                    # the answer is text: go on without a grammar from the token we have
-                    grammar = None
-                    start = tokens + self._tokenize_piece(text)
-                    produced.append(text)
-                    if text:
-                        yield text
-                    max_tokens -= 1
-                    if not text or first["finish_reason"] == "stop" or max_tokens <= 0:
-                        max_tokens = 0
-                        finish = first["finish_reason"] or "stop"
-            if max_tokens > 0:
-                stream = llm.create_completion(
-                    prompt=start,
-                    max_tokens=max_tokens,
-                    grammar=self._grammar(grammar) if grammar else None,
-                    stream=True,
-                    **sampling,
-                )
-                try:
-                    for chunk in stream:
-                        choice = chunk["choices"][0]
-                        if choice["text"]:
-                            produced.append(choice["text"])
-                            yield choice["text"]
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                        if cancelled.is_set():
-                            break
-                finally:
-                    stream.close()
-            usage = Usage(
-                requests=1,
-                prompt_tokens=len(tokens),
-                completion_tokens=len(self._tokenize_piece("".join(produced))),
-                cached_prompt_tokens=cached,
-                model_seconds=time.perf_counter() - started,
+            cached = self._restore_prefix(llm, tokens)
+            try:
+                yield from self._decode(llm, tokens, cached, plan, settings, cancelled, started)
+            finally:
+                self._keep_prefix(llm)
+
+    def _decode(
+        self,
+        llm: Llama,
+        tokens: list[int],
+        cached: int,
+        plan: _Plan,
+        settings: ModelSettings,
+        cancelled: threading.Event,
+        started: float,
+    ) -> Iterator[str | tuple[str, Usage]]:
+        """Sample the reply to ``tokens`` as :meth:`_generate` describes (run lock held)."""
+        max_tokens = min(settings.max_tokens or 512, llm.n_ctx() - len(tokens))
+        sampling = _sampling(settings, (*self.profile.stop, *settings.stop))
+        produced: list[str] = []
+        finish = "stop"
+        grammar, start = plan.grammar, tokens
+        if plan.peek is not None:
+            first = llm.create_completion(
+                prompt=tokens, max_tokens=1, grammar=self._grammar(plan.peek), **sampling
+            )["choices"][0]
+            text = first["text"]
+            if _may_open_json(text) and first["finish_reason"] != "stop":
+                # "{" or a code fence: the model may be writing a call in its own format
+                more = llm.create_completion(
+                    prompt=tokens + self._tokenize_piece(text), max_tokens=3, **sampling
+                )["choices"][0]["text"]
+                if _opens_json_call(text + more):
+                    text = "<"  # decode the call it means, under the call grammar
+            if not text or not text.lstrip().startswith("<"):
+                # the answer is text: go on without a grammar from the token we have
+                grammar = None
+                start = tokens + self._tokenize_piece(text)
+                produced.append(text)
+                if text:
+                    yield text
+                max_tokens -= 1
+                if not text or first["finish_reason"] == "stop" or max_tokens <= 0:
+                    max_tokens = 0
+                    finish = first["finish_reason"] or "stop"
+        if max_tokens > 0:
+            stream = llm.create_completion(
+                prompt=start,
+                max_tokens=max_tokens,
+                grammar=self._grammar(grammar) if grammar else None,
+                stream=True,
+                **sampling,
             )
-            yield finish, usage
+            try:
+                for chunk in stream:
+                    choice = chunk["choices"][0]
+                    if choice["text"]:
+                        produced.append(choice["text"])
+                        yield choice["text"]
+                    if choice.get("finish_reason"):
+                        finish = choice["finish_reason"]
+                    if cancelled.is_set():
+                        break
+            finally:
+                stream.close()
+        usage = Usage(
+            requests=1,
+            prompt_tokens=len(tokens),
+            completion_tokens=len(self._tokenize_piece("".join(produced))),
+            cached_prompt_tokens=cached,
+            model_seconds=time.perf_counter() - started,
+        )
+        yield finish, usage
+
+    def _restore_prefix(self, llm: Llama, tokens: list[int]) -> int:
+        """Make the engine hold the longest evaluated prefix of ``tokens`` it can; its length.
+
+        The live context wins unless the cache shares more tokens with the prompt; then the
+        cached sequence is copied into the context (its tail past the shared part is discarded
+        by llama-cpp-python's own prefix check when the completion starts).
+        """
+        live = _common_prefix(llm, tokens)
+        if not self.prefix_cache.enabled:
+            return live
+        try:
+            entry, shared = self.prefix_cache.lookup(tokens, better_than=live)
+        except KeyError:
+            return live
+        llama_cpp = _import_llama_cpp()
+        ctx = llm._ctx
+        ctx.kv_cache_seq_rm(0, 0, -1)
+        buffer = (ctypes.c_uint8 * entry.size).from_buffer_copy(entry.state)
+        if llama_cpp.llama_state_seq_set_data(ctx.ctx, buffer, entry.size, 0) != entry.size:
+            # the context cannot take it (should not happen: same model, same context size)
+            ctx.kv_cache_seq_rm(0, 0, -1)
+            llm.n_tokens = 0
+            self.prefix_cache.clear()
+            return 0
+        held = len(entry.tokens)
+        llm.input_ids[:held] = entry.tokens
+        llm.n_tokens = held
+        # the logits buffer is stale: make llama-cpp-python evaluate at least one token
+        llm._requires_eval = True
+        return min(shared, len(tokens) - 1)
+
+    def _keep_prefix(self, llm: Llama) -> None:
+        """Copy the state of the sequence the engine holds into the prefix cache."""
+        held = int(llm.n_tokens)
+        cache = self.prefix_cache
+        if not cache.enabled or held < cache.min_tokens:
+            return
+        tokens = llm.input_ids[:held].tolist()
+        if cache.covers(tokens):
+            return
+        llama_cpp = _import_llama_cpp()
+        ctx = llm._ctx.ctx
+        size = int(llama_cpp.llama_state_seq_get_size(ctx, 0))
+        if size <= 0 or size > cache.capacity_bytes:
+            return
+        buffer = (ctypes.c_uint8 * size)()
+        written = int(llama_cpp.llama_state_seq_get_data(ctx, buffer, size, 0))
+        if 0 < written <= size:
+            cache.store(tokens, bytes(memoryview(buffer)[:written]))
 
     def _tokenize_piece(self, text: str) -> list[int]:
         assert self._llm is not None
@@ -453,6 +543,20 @@ def _token_text(llm: Llama, token: int) -> str:
     if token < 0:
         return ""
     return bytes(llm.detokenize([token], special=True)).decode("utf-8", errors="ignore")
+
+
+def _prefix_cache_bytes(megabytes: int | None) -> int:
+    if megabytes is None:
+        text = os.environ.get("SHOAL_PREFIX_CACHE_MB", "").strip()
+        try:
+            megabytes = int(text) if text else DEFAULT_PREFIX_CACHE_MB
+        except ValueError:
+            raise UserError(
+                f"SHOAL_PREFIX_CACHE_MB must be a whole number of megabytes, not {text!r}"
+            ) from None
+    if megabytes < 0:
+        raise UserError(f"the prefix cache size must be >= 0 MB, not {megabytes}")
+    return megabytes * 2**20
 
 
 def _default_threads() -> int:
