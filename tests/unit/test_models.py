@@ -359,6 +359,27 @@ def test_offered_tools(
     assert params.call_required is required
 
 
+@pytest.mark.parametrize(
+    ("choice", "allowed", "described"),
+    [
+        ("auto", None, ["a", "b", "c"]),
+        ("auto", ("a",), ["a"]),
+        ("required", ("b", "c"), ["b", "c"]),
+        ("none", None, []),
+        # a named tool: every allowed tool is described (the prompt prefix does not depend
+        # on which tool a request names); only the named one is offered for the call
+        ("b", None, ["a", "b", "c"]),
+        ("b", ("b", "c"), ["b", "c"]),
+    ],
+)
+def test_described_tools(
+    choice: str, allowed: tuple[str, ...] | None, described: list[str]
+) -> None:
+    params = ModelRequestParameters(tools=(A, B, C), tool_choice=choice, allowed_tools=allowed)
+
+    assert [t.name for t in params.described_tools()] == described
+
+
 def test_no_tools_offers_nothing() -> None:
     params = ModelRequestParameters(tool_choice="required")
 

@@ -20,13 +20,16 @@ from pydantic import BaseModel
 
 from shoal.messages import ToolCall, ToolDefinition
 from shoal.toolcalls import (
+    CALL_TAIL,
     NO_CALL_GRAMMAR,
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
     ParsedOutput,
     TextStreamSplitter,
+    build_arguments_grammar,
     build_output_grammar,
     build_tool_grammar,
+    call_head,
     parse_model_output,
     render_call,
     render_tool_result,
@@ -782,3 +785,33 @@ def test_tool_grammar_with_a_blank_source_parses(
     )
 
     assert_parses(grammar, capfd)
+
+
+def test_a_known_tools_call_is_head_arguments_tail(capfd: pytest.CaptureFixture[str]) -> None:
+    """What an engine evaluates (the head), samples under the arguments grammar, then appends
+    (the tail) is exactly the call the whole-call grammar allows for that tool."""
+    arguments = build_arguments_grammar(LOOKUP, converter_factory=converter)
+    whole = build_tool_grammar(
+        [LOOKUP], allow_text=False, output_schema=None, converter_factory=converter
+    )
+    assert_parses(arguments, capfd)
+    # the arguments object is the one rule the whole-call grammar uses for that tool
+    assert rules_of(arguments)["root"] == "shoal-args-0"
+    assert rules_of(arguments)["shoal-args-0"] == rules_of(whole)["shoal-args-0"]
+    assert rules_of(whole)["shoal-call"].endswith(gbnf_literal(CALL_TAIL))
+    text = call_head("lookup_order") + '{"order_id": "1042"}' + CALL_TAIL
+    assert text == render_call(ToolCall(name="lookup_order", arguments={"order_id": "1042"}))
+    parsed = parse_model_output(text, {"lookup_order": LOOKUP}, constrained=True)
+    assert [(c.name, c.arguments) for c in parsed.calls] == [("lookup_order", {"order_id": "1042"})]
+
+
+def test_arguments_grammar_copies_strings_from_the_sources(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    grammar = build_arguments_grammar(
+        LOOKUP, converter_factory=converter, copy_sources=("Where is order 1042?",)
+    )
+    assert_parses(grammar, capfd)
+    rules = rules_of(grammar)
+    assert rules["string"].startswith('"\\"" ( shoal-span-0-0')
+    assert any('"1042"' in body for name, body in rules.items() if name.startswith("shoal-span"))

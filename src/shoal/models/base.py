@@ -70,6 +70,16 @@ class ModelRequestParameters:
             return pool
         return tuple(t for t in pool if t.name == self.tool_choice)
 
+    def described_tools(self) -> tuple[ToolDefinition, ...]:
+        """The tools a prompt that lists only callable tools describes: the offered ones, but
+        every allowed tool when ``tool_choice`` names one (the grammar forces the named one),
+        so that an agent's prompt prefix stays the same whichever tool a request names."""
+        if self.tool_choice in ("auto", "required", "none"):
+            return self.offered_tools()
+        return tuple(
+            t for t in self.tools if self.allowed_tools is None or t.name in self.allowed_tools
+        )
+
     @property
     def call_required(self) -> bool:
         return self.tool_choice not in ("auto", "none") and bool(self.offered_tools())

@@ -59,11 +59,14 @@ from shoal.models.profiles import ModelProfile, profile_from_gguf_metadata
 from shoal.models.prompt import ChatTemplate, to_chat_turns
 from shoal.settings import ModelSettings, merge_settings
 from shoal.toolcalls import (
+    CALL_TAIL,
     NO_CALL_GRAMMAR,
     ParsedOutput,
     TextStreamSplitter,
+    build_arguments_grammar,
     build_output_grammar,
     build_tool_grammar,
+    call_head,
     parse_model_output,
 )
 
@@ -196,7 +199,7 @@ class LlamaCppModel(Model):
         profile = self.profile
         if profile.tool_result_style == "context":
             # tools are described only while they may be called; results become information
-            turns = to_chat_turns(messages, params.offered_tools(), result_style="context")
+            turns = to_chat_turns(messages, params.described_tools(), result_style="context")
         else:
             turns = to_chat_turns(messages, params.tools)
         return self._template.render(turns, add_generation_prompt=True)
@@ -217,33 +220,26 @@ class LlamaCppModel(Model):
 
     def grammar_for(self, params: ModelRequestParameters) -> str | None:
         """The GBNF text that constrains a request, or None for free text."""
-        llama_cpp = _import_llama_cpp()
-
-        def converter() -> Any:
-            return llama_cpp.llama_grammar.SchemaConverter(
-                prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-            )
-
-        tools = tuple(
-            t.model_copy(update={"parameters": params.call_schemas[t.name]})
-            if t.name in params.call_schemas
-            else t
-            for t in params.offered_tools()
-        )
+        tools = _call_tools(params)
         if tools:
             return build_tool_grammar(
                 tools,
                 allow_text=not params.call_required,
                 output_schema=params.output_schema,
-                converter_factory=converter,
+                converter_factory=_schema_converter,
                 copy_sources=params.copy_sources,
             )
         if params.output_schema is not None:
-            return build_output_grammar(params.output_schema, converter_factory=converter)
+            return build_output_grammar(params.output_schema, converter_factory=_schema_converter)
         return None
 
     def _plan(self, params: ModelRequestParameters) -> _Plan:
         """How to decode: one grammar throughout, or decide the branch on the first token.
+
+        A call to one known tool (a named ``tool_choice``, or ``required`` with one tool) is
+        decoded from its arguments on: the head (``<tool_call>`` and the name), which a grammar
+        would force token by token at decode speed, is evaluated with the prompt at prompt
+        speed, and the tail is appended once the arguments object closes.
 
         A grammar halves llama.cpp's decode speed even when it allows any text, so in ``auto``
         mode with free text only the first token is sampled under the text-or-call grammar:
@@ -254,6 +250,13 @@ class LlamaCppModel(Model):
         """
         if not params.constrained:
             return _Plan(grammar=None, peek=None)
+        tools = _call_tools(params)
+        if params.call_required and len(tools) == 1:
+            # the call's head is known: evaluate it with the prompt, sample only the arguments
+            arguments = build_arguments_grammar(
+                tools[0], converter_factory=_schema_converter, copy_sources=params.copy_sources
+            )
+            return _Plan(grammar=arguments, peek=None, head=call_head(tools[0].name))
         if params.output_schema is None and not params.call_required:
             if params.offered_tools():
                 required = dataclasses.replace(params, tool_choice="required")
@@ -383,6 +386,14 @@ class LlamaCppModel(Model):
         produced: list[str] = []
         finish = "stop"
         grammar, start = plan.grammar, tokens
+        if plan.head is not None:
+            head = self._tokenize_piece(plan.head)
+            start = tokens + head
+            produced.append(plan.head)
+            yield plan.head
+            max_tokens -= len(head)
+            if max_tokens <= 0:
+                max_tokens, finish = 0, "length"
         if plan.peek is not None:
             first = llm.create_completion(
                 prompt=tokens, max_tokens=1, grammar=self._grammar(plan.peek), **sampling
@@ -426,6 +437,9 @@ class LlamaCppModel(Model):
                         break
             finally:
                 stream.close()
+            if plan.head is not None and finish != "length" and not cancelled.is_set():
+                produced.append(CALL_TAIL)
+                yield CALL_TAIL
         usage = Usage(
             requests=1,
             prompt_tokens=len(tokens),
@@ -512,6 +526,27 @@ class _Plan:
     grammar: str | None
     #: when set, the first token is sampled under this grammar to choose text or call
     peek: str | None
+    #: when set, the output starts with this text, evaluated rather than sampled; ``grammar``
+    #: constrains what follows, and :data:`CALL_TAIL` ends it
+    head: str | None = None
+
+
+def _call_tools(params: ModelRequestParameters) -> tuple[ToolDefinition, ...]:
+    """The tools a request may call, each with its narrowed call schema if it has one."""
+    return tuple(
+        t.model_copy(update={"parameters": params.call_schemas[t.name]})
+        if t.name in params.call_schemas
+        else t
+        for t in params.offered_tools()
+    )
+
+
+def _schema_converter() -> Any:
+    """llama.cpp's own JSON-schema-to-GBNF converter (see :mod:`shoal.toolcalls.grammar`)."""
+    llama_cpp = _import_llama_cpp()
+    return llama_cpp.llama_grammar.SchemaConverter(
+        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
+    )
 
 
 def _sampling(settings: ModelSettings, stop: Sequence[str]) -> dict[str, Any]:

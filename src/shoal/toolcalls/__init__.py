@@ -1,10 +1,13 @@
 """How tool calls are written in a prompt, constrained by a grammar and parsed back (layer L1)."""
 
 from shoal.toolcalls.grammar import (
+    CALL_TAIL,
     NO_CALL_GRAMMAR,
     SchemaConverter,
+    build_arguments_grammar,
     build_output_grammar,
     build_tool_grammar,
+    call_head,
 )
 from shoal.toolcalls.hermes import (
     TOOL_CALL_CLOSE,
@@ -17,14 +20,17 @@ from shoal.toolcalls.parse import ParsedOutput, TextStreamSplitter, parse_model_
 from shoal.toolcalls.repair import coerce_arguments, validate_arguments
 
 __all__ = [
+    "CALL_TAIL",
     "NO_CALL_GRAMMAR",
     "TOOL_CALL_CLOSE",
     "TOOL_CALL_OPEN",
     "ParsedOutput",
     "SchemaConverter",
     "TextStreamSplitter",
+    "build_arguments_grammar",
     "build_output_grammar",
     "build_tool_grammar",
+    "call_head",
     "coerce_arguments",
     "parse_model_output",
     "render_call",

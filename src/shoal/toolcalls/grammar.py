@@ -25,12 +25,25 @@ from shoal.messages import ToolDefinition
 from shoal.toolcalls.hermes import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 __all__ = [
+    "CALL_TAIL",
     "NO_CALL_GRAMMAR",
     "SchemaConverter",
+    "build_arguments_grammar",
     "build_output_grammar",
     "build_tool_grammar",
+    "call_head",
     "gbnf_literal",
 ]
+
+#: what follows a call's arguments object, always
+CALL_TAIL = "}\n" + TOOL_CALL_CLOSE
+
+
+def call_head(tool_name: str) -> str:
+    """What precedes a call's arguments object when the tool is known: the text a grammar
+    for that one tool forces anyway, so an engine can evaluate it as prompt instead of
+    sampling it token by token."""
+    return TOOL_CALL_OPEN + '\n{"name": "' + tool_name + '", "arguments": '
 
 
 #: free text that does not start like a tag; the engine stops it at end-of-turn
@@ -188,7 +201,7 @@ def build_tool_grammar(
         + " ( "
         + " | ".join(branches)
         + " ) "
-        + gbnf_literal("}\n" + TOOL_CALL_CLOSE),
+        + gbnf_literal(CALL_TAIL),
     ]
     if not allow_text:
         root = "shoal-call"
@@ -203,6 +216,24 @@ def build_tool_grammar(
         copied = [*copied_string_rules(copy_sources), *copied_number_rules(copy_sources)]
         lines = _replace_rules(lines, copied)
     return "\n".join([*lines, f"root ::= {root}", *rules]) + "\n"
+
+
+def build_arguments_grammar(
+    tool: ToolDefinition,
+    *,
+    converter_factory: Callable[[], SchemaConverter],
+    copy_sources: Sequence[str] = (),
+) -> str:
+    """A grammar for the arguments object of a call to ``tool`` alone: what remains to sample
+    of a call whose :func:`call_head` is already written (and :data:`CALL_TAIL` follows). The
+    object is the one :func:`build_tool_grammar` allows for that tool, copy rules included."""
+    converter = converter_factory()
+    args_rule = _visit(converter, tool.parameters, "shoal-args-0")
+    lines = _replace_rules(
+        _rules(converter).splitlines(),
+        [*copied_string_rules(copy_sources), *copied_number_rules(copy_sources)],
+    )
+    return "\n".join([*lines, f"root ::= {args_rule}"]) + "\n"
 
 
 def _replace_rules(lines: list[str], replacements: list[str]) -> list[str]:
