@@ -13,7 +13,8 @@ import multiprocessing
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
+from pathlib import Path
 from types import MappingProxyType
 
 import pytest
@@ -26,6 +27,7 @@ from shoal.exceptions import (
     ToolTimeoutError,
     UnknownModelError,
 )
+from shoal.hardware import estimate_model_memory
 from shoal.messages import (
     AssistantMessage,
     Message,
@@ -34,7 +36,15 @@ from shoal.messages import (
     ToolMessage,
     UserMessage,
 )
-from shoal.models import Model, ModelRequestParameters, ResponseDone, TextDelta, WorkerModel
+from shoal.models import (
+    Model,
+    ModelRequestParameters,
+    Resident,
+    ResponseDone,
+    TextDelta,
+    WorkerModel,
+)
+from shoal.models.worker import DEFAULT_ESTIMATED_BYTES
 from tests.unit.worker_models import FAIL_LOAD
 
 SCRIPT = "tests.unit.worker_models:script_model"
@@ -50,6 +60,15 @@ def assert_reaped(pid: int) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert pid not in {p.pid for p in multiprocessing.active_children()}
+
+
+def state_of(model: WorkerModel) -> str:
+    """The state read afresh (mypy would otherwise keep a literal narrowed before an await)."""
+    return model.state
+
+
+def pid_of(model: WorkerModel) -> int | None:
+    return model.pid
 
 
 async def until_running(model: WorkerModel, generations: int) -> None:
@@ -130,7 +149,7 @@ async def test_test_model_round_trip_in_a_child() -> None:
         assert model.pid == pid
     finally:
         await model.close()
-    assert (model.state, model.pid) == ("stopped", None)
+    assert (state_of(model), pid_of(model)) == ("stopped", None)
     assert_reaped(pid)
     assert events == ["load", "ready"]
 
@@ -171,7 +190,9 @@ async def test_the_no_real_models_switch_reaches_the_child(scripted: WorkerModel
 async def test_a_closed_stream_stops_the_generation_in_the_child(scripted: WorkerModel) -> None:
     await scripted.prepare()
     received: list[str] = []
-    async with contextlib.aclosing(scripted.request_stream(user("slow"), PARAMS)) as stream:
+    generator = scripted.request_stream(user("slow"), PARAMS)
+    assert isinstance(generator, AsyncGenerator)
+    async with contextlib.aclosing(generator) as stream:
         async for event in stream:
             assert isinstance(event, TextDelta)
             received.append(event.text)
@@ -255,7 +276,7 @@ async def test_a_failed_load_is_retried_by_the_next_request(
 
         monkeypatch.delenv(FAIL_LOAD)  # the cause goes away: the next request heals
         assert (await model.request(user("hi"), PARAMS)).text == "script: hi"
-        assert model.state == "ready"
+        assert state_of(model) == "ready"
         assert model.restarts == 0
     finally:
         await model.close()
@@ -272,7 +293,7 @@ async def test_profile_waits_for_the_load_and_raises_its_error() -> None:
         assert model.last_error.startswith("UnknownModelError: unknown model")
     finally:
         await model.close()
-    assert model.state == "stopped"
+    assert state_of(model) == "stopped"
 
 
 async def test_close_while_loading_stops_the_child_and_fails_the_waiters() -> None:
@@ -287,3 +308,76 @@ async def test_close_while_loading_stops_the_child_and_fails_the_waiters() -> No
         await loading
     assert (model.state, model.pid) == ("stopped", None)
     assert_reaped(pid)
+
+
+# -- residency: unload and reload ---------------------------------------------------------------
+
+
+async def test_the_child_leaves_residency_to_its_parent(scripted: WorkerModel) -> None:
+    answer = await scripted.request(user("residency"), PARAMS)
+    assert answer.text == "memory=None models=None keep_alive=None"
+
+
+async def test_unload_stops_the_child_and_the_next_request_starts_another() -> None:
+    events: list[str] = []
+    model = WorkerModel("script", factory=SCRIPT, on_event=events.append, start_timeout=60)
+    assert isinstance(model, Resident)
+    assert (model.loaded, model.memory_bytes()) == (False, None)
+    assert model.estimated_bytes() == DEFAULT_ESTIMATED_BYTES
+    await model.unload()  # no child: nothing to do
+    assert state_of(model) == "stopped"
+    try:
+        await model.prepare()
+        first_pid = model.pid
+        assert first_pid is not None
+        assert model.loaded
+        measured = model.memory_bytes()
+        assert measured is not None
+        assert measured > 10 * 2**20  # a Python interpreter with shoal imported
+        assert model.estimated_bytes() >= measured  # the measurement replaces the guess
+
+        await model.unload()
+        assert (state_of(model), pid_of(model), model.loaded, model.memory_bytes()) == (
+            "unloaded",
+            None,
+            False,
+            None,
+        )
+        assert_reaped(first_pid)
+        assert model.estimated_bytes() >= measured  # kept for the next load
+
+        answer = await model.request(user("again"), PARAMS)  # loads it again
+        assert answer.text == "script: again"
+        assert state_of(model) == "ready"
+        assert model.pid not in (None, first_pid)
+        assert model.restarts == 0  # an unload is not a crash
+    finally:
+        await model.close()
+    assert state_of(model) == "stopped"
+    assert events == ["load", "ready", "unload", "load", "ready"]
+
+
+async def test_unload_fails_what_is_in_flight_as_unloaded() -> None:
+    model = WorkerModel("script", factory=SCRIPT, start_timeout=60)
+    try:
+        await model.prepare()
+        pending = asyncio.create_task(model.request(user("slow"), PARAMS))
+        await until_running(model, 1)
+        await model.unload()
+        with pytest.raises(ModelError, match=r"^script was unloaded$"):
+            await pending
+        assert model.state == "unloaded"
+    finally:
+        await model.close()
+
+
+def test_estimated_bytes_from_the_caller_or_the_gguf_file(tmp_path: Path) -> None:
+    assert WorkerModel("script", factory=SCRIPT, estimated_bytes=123).estimated_bytes() == 123
+    gguf = tmp_path / "tiny.gguf"
+    with gguf.open("wb") as f:
+        f.truncate(300 * 2**20)  # sparse: nothing is written
+    expected = estimate_model_memory(300 * 2**20) * 2**20
+    assert WorkerModel(str(gguf)).estimated_bytes() == expected
+    assert WorkerModel(f"llamacpp:{gguf}").estimated_bytes() == expected
+    missing = WorkerModel(str(tmp_path / "missing.gguf"))
+    assert missing.estimated_bytes() == DEFAULT_ESTIMATED_BYTES

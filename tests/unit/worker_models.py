@@ -19,6 +19,7 @@ from shoal.models import (
     ModelResponse,
     ResponseDone,
     TextDelta,
+    default_residency,
     model_requests_allowed,
 )
 
@@ -36,6 +37,7 @@ class ScriptModel(Model):
     - ``raise overflow`` / ``raise tool`` / ``raise value``: raises ContextOverflowError,
       ToolTimeoutError (a class with keyword-only extras) or ValueError (not a Shoal error);
     - ``guard``: answers whether real model requests are allowed in the child;
+    - ``residency``: answers the limits of the child's default residency manager;
     - anything else: ``<reference>: <text>``, streamed two characters at a time.
 
     ``count_tokens`` returns the number of messages plus 1000 per generation running now.
@@ -71,6 +73,12 @@ class ScriptModel(Model):
                     raise _ERRORS[text.removeprefix("raise ")]()
                 elif text == "guard":
                     answer = f"allowed={model_requests_allowed()}"
+                elif text == "residency":
+                    limits = default_residency()
+                    answer = (
+                        f"memory={limits.max_memory_bytes} models={limits.max_loaded_models} "
+                        f"keep_alive={limits.keep_alive_s}"
+                    )
                 else:
                     answer = f"{self.name}: {text}"
                     for start in range(0, len(answer), 2):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from shoal.models import DEFAULT_MODEL
+from shoal.models import DEFAULT_MODEL, residency_settings
 
 __all__ = ["serve"]
 
@@ -64,6 +64,27 @@ __all__ = ["serve"]
     help="Largest max_tokens a request may ask for.",
 )
 @click.option(
+    "--max-memory",
+    metavar="SIZE",
+    default=None,
+    help="Memory the loaded models may take together: 6GB, 6000MB, 75% (of RAM) or none "
+    "[default: $SHOAL_MAX_MEMORY, else 75%].",
+)
+@click.option(
+    "--max-loaded-models",
+    metavar="N",
+    default=None,
+    help="Models loaded at once; the least recently used idle one is unloaded first "
+    "[default: $SHOAL_MAX_LOADED_MODELS, else 3].",
+)
+@click.option(
+    "--keep-alive",
+    metavar="DURATION",
+    default=None,
+    help="How long an idle model stays loaded: 5m, 300 (seconds), 0 (unload after each "
+    "request), -1 (never) [default: $SHOAL_KEEP_ALIVE, else 5m].",
+)
+@click.option(
     "--in-process",
     is_flag=True,
     help="Run the engine in the server process (no crash isolation; saves one process's memory).",
@@ -84,6 +105,9 @@ def serve(
     max_queue: int,
     request_timeout: float,
     max_tokens_limit: int,
+    max_memory: str | None,
+    max_loaded_models: str | None,
+    keep_alive: str | None,
     in_process: bool,
     log_level: str,
 ) -> None:
@@ -93,6 +117,9 @@ def serve(
 
     keys = list(api_keys)
     keys += [k.strip() for k in os.environ.get("SHOAL_API_KEYS", "").split(",") if k.strip()]
+    residency = residency_settings(
+        max_memory=max_memory, max_loaded_models=max_loaded_models, keep_alive=keep_alive
+    )
     settings = ServerSettings(
         host=host,
         port=port,
@@ -104,7 +131,11 @@ def serve(
         request_timeout=request_timeout,
         max_tokens_limit=max_tokens_limit,
         isolate=not in_process,
+        max_memory_mb=residency.max_memory_mb,
+        max_loaded_models=residency.max_loaded_models,
+        keep_alive_s=residency.keep_alive_s,
     )
     check_port(host, port)
     click.echo(f"shoal: serving {default_model} on http://{host}:{port}/v1", err=True)
+    click.echo(f"shoal: {residency.describe()}", err=True)
     run_server(settings, log_level=log_level)

@@ -13,6 +13,16 @@ from shoal.models.guard import allow_model_requests, model_requests_allowed
 from shoal.models.llamacpp import LlamaCppModel, engine_info
 from shoal.models.profiles import FAMILY_PROFILES, ModelProfile, profile_from_gguf_metadata
 from shoal.models.registry import ALIASES, DEFAULT_MODEL, PackagedModel, resolve_model
+from shoal.models.residency import (
+    ResidencyManager,
+    ResidencySettings,
+    ResidencySnapshot,
+    Resident,
+    ResidentStatus,
+    default_residency,
+    residency_settings,
+    set_default_residency,
+)
 from shoal.models.test import FunctionModel, ModelRequest, TestModel, sample_from_schema
 from shoal.models.worker import WorkerModel
 
@@ -30,14 +40,22 @@ __all__ = [
     "ModelResponse",
     "ModelStreamEvent",
     "PackagedModel",
+    "ResidencyManager",
+    "ResidencySettings",
+    "ResidencySnapshot",
+    "Resident",
+    "ResidentStatus",
     "ResponseDone",
     "TestModel",
     "TextDelta",
     "WorkerModel",
     "allow_model_requests",
+    "default_residency",
     "engine_info",
     "model_requests_allowed",
     "profile_from_gguf_metadata",
+    "residency_settings",
     "resolve_model",
     "sample_from_schema",
+    "set_default_residency",
 ]

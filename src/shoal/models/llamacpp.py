@@ -43,6 +43,7 @@ from shoal.exceptions import (
     ModelNotInstalledError,
     UserError,
 )
+from shoal.hardware import estimate_model_memory
 from shoal.messages import Message, ToolDefinition, Usage
 from shoal.models.base import (
     FinishReason,
@@ -57,6 +58,7 @@ from shoal.models.guard import check_model_requests_allowed
 from shoal.models.prefix_cache import PrefixCache
 from shoal.models.profiles import ModelProfile, profile_from_gguf_metadata
 from shoal.models.prompt import ChatTemplate, to_chat_turns
+from shoal.models.residency import default_residency
 from shoal.settings import ModelSettings, merge_settings
 from shoal.toolcalls import (
     CALL_TAIL,
@@ -183,6 +185,26 @@ class LlamaCppModel(Model):
     async def prepare(self) -> None:
         await asyncio.to_thread(self.load)
 
+    # -- residency (shoal.models.residency.Resident) ----------------------------------------
+
+    def memory_bytes(self) -> int | None:
+        """None: in-process weights cannot be measured apart from the rest of the process, so
+        the residency manager goes by :meth:`estimated_bytes`."""
+        return None
+
+    def estimated_bytes(self) -> int:
+        """Weights, KV cache and buffers at this context size, plus the prefix cache's cap."""
+        try:
+            size = self.model_path.stat().st_size
+        except OSError:
+            size = 0
+        context = self._n_ctx or DEFAULT_MAX_CONTEXT
+        return estimate_model_memory(size, context) * 2**20 + self.prefix_cache.capacity_bytes
+
+    async def unload(self) -> None:
+        """Free the weights and the prefix cache; the next request loads them again."""
+        await self.close()
+
     async def close(self) -> None:
         with self._load_lock, self._run_lock:
             llm, self._llm = self._llm, None
@@ -269,6 +291,14 @@ class LlamaCppModel(Model):
     # -- generation -----------------------------------------------------------------------
 
     async def request_stream(
+        self, messages: Sequence[Message], params: ModelRequestParameters
+    ) -> AsyncIterator[ModelStreamEvent]:
+        # under the process's memory budget: loading may first unload idle models
+        async with default_residency().use(self):
+            async for event in self._stream(messages, params):
+                yield event
+
+    async def _stream(
         self, messages: Sequence[Message], params: ModelRequestParameters
     ) -> AsyncIterator[ModelStreamEvent]:
         await self.prepare()

@@ -18,6 +18,15 @@ Protocol: pickled tuples; ``rid`` is a request id chosen by the parent, unique p
   class_name, message)`` for either. Only an error's class name and message cross the pipe;
   the parent raises the :mod:`shoal.exceptions` class of that name (else :class:`ModelError`).
 
+Residency: a :class:`WorkerModel` is a :class:`~shoal.models.residency.Resident`.
+:meth:`WorkerModel.unload` stops the child to free its memory (state ``unloaded``) and the next
+request starts a new one, where :meth:`WorkerModel.close` leaves it ``stopped``;
+:meth:`WorkerModel.memory_bytes` is the child's resident set size (with any processes it
+started), and the largest measured becomes :meth:`WorkerModel.estimated_bytes` for later loads
+(before the first: the caller's ``estimated_bytes``, else a guess from the GGUF file's size when
+the reference is a path, else :data:`DEFAULT_ESTIMATED_BYTES`). The child installs an unlimited
+default residency manager: what stays loaded is the parent's decision.
+
 Parent: one reader thread per child routes replies by id, to an :class:`asyncio.Queue` (by
 ``loop.call_soon_threadsafe``) for streams, to a :class:`concurrent.futures.Future` for the
 synchronous :meth:`WorkerModel.count_tokens` and :attr:`WorkerModel.profile` (the only places
@@ -45,18 +54,25 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
+
+import psutil
 
 from shoal import exceptions
 from shoal.exceptions import ModelCrashedError, ModelError, ModelLoadError, ShoalError
+from shoal.hardware import estimate_model_memory
 from shoal.messages import Message
 from shoal.models.base import Model, ModelRequestParameters, ResponseDone, TextDelta
 from shoal.models.guard import allow_model_requests, model_requests_allowed
 from shoal.models.profiles import ModelProfile
+from shoal.models.residency import ResidencyManager, set_default_residency
 
-__all__ = ["WorkerModel", "WorkerState"]
+__all__ = ["DEFAULT_ESTIMATED_BYTES", "WorkerModel", "WorkerState"]
 
-WorkerState = Literal["stopped", "loading", "ready", "failed"]
+#: ``stopped``: no child (never started, or closed); ``unloaded``: the child was stopped to free
+#: memory and the next request starts another; ``loading``, ``ready``, ``failed`` (a load failed)
+WorkerState = Literal["stopped", "unloaded", "loading", "ready", "failed"]
 Msg: TypeAlias = tuple[Any, ...]
 if TYPE_CHECKING:
     Pipe: TypeAlias = Connection[Msg, Msg]
@@ -65,6 +81,9 @@ if TYPE_CHECKING:
 CLOSE_GRACE = 10.0
 #: seconds :meth:`WorkerModel.count_tokens` waits for the child's answer
 COUNT_TIMEOUT = 60.0
+#: memory assumed for a model before its first load when nothing better is known: a 0.5B model
+#: at 4 bits with a 4096-token context takes about 700 MB in its own process
+DEFAULT_ESTIMATED_BYTES = 2**30
 
 _CTX = multiprocessing.get_context("spawn")
 _log = logging.getLogger(__name__)
@@ -75,7 +94,8 @@ class WorkerModel(Model):
 
     ``on_event`` is called, from any thread, with ``load`` (a child starts), ``ready``,
     ``failed`` (a load failed), ``crash`` and ``restart`` (a loaded child died and another
-    is starting; a ``load`` follows). Keep it cheap.
+    is starting; a ``load`` follows), and ``unload`` (:meth:`unload` stopped the child). Keep it
+    cheap. ``estimated_bytes`` is the memory the caller expects the loaded model to take.
     """
 
     def __init__(
@@ -85,6 +105,7 @@ class WorkerModel(Model):
         factory: str = "shoal.models.registry:resolve_model",
         start_timeout: float = 300.0,
         on_event: Callable[[str], None] | None = None,
+        estimated_bytes: int | None = None,
     ) -> None:
         if ":" not in factory:
             raise ValueError(f"factory must be 'module:callable', got {factory!r}")
@@ -96,6 +117,8 @@ class WorkerModel(Model):
         self.last_error: str | None = None
         self.restarts = 0
         self.load_seconds: float | None = None
+        self._estimated_bytes = estimated_bytes
+        self._measured_bytes: int | None = None  # the largest RSS measured so far
         self._profile: ModelProfile | None = None
         self._worker: _Worker | None = None
         self._readers: set[threading.Thread] = set()
@@ -106,6 +129,28 @@ class WorkerModel(Model):
         """The current child's pid (None when there is none)."""
         worker = self._worker
         return worker.pid if worker is not None else None
+
+    @property
+    def loaded(self) -> bool:
+        """Whether a child has the model loaded now."""
+        worker = self._worker
+        return worker is not None and self.state == "ready" and worker.loaded and not worker.dead
+
+    def memory_bytes(self) -> int | None:
+        """The child's resident memory now, with its own children (None when not loaded)."""
+        worker = self._worker
+        if worker is None or not self.loaded:
+            return None
+        return self._measure(worker)
+
+    def estimated_bytes(self) -> int:
+        """The memory a load is expected to take: the largest measured so far, else the
+        caller's estimate, else a guess from the GGUF file's size, else the default."""
+        if self._measured_bytes is not None:
+            return self._measured_bytes
+        if self._estimated_bytes is None:
+            self._estimated_bytes = _estimate_from_reference(self.name)
+        return self._estimated_bytes
 
     @property
     def profile(self) -> ModelProfile:  # type: ignore[override]
@@ -176,13 +221,36 @@ class WorkerModel(Model):
 
     async def close(self) -> None:
         """Ask the child to exit and wait for it (terminated, then killed, if it lingers)."""
+        await self._stop_child("stopped")
+
+    async def unload(self) -> None:
+        """Stop the child to free its memory; the next request starts a new one. Requests in
+        flight fail as on :meth:`close`: call it when the model is idle (the residency manager
+        does). Nothing to do when no child runs."""
+        worker = self._worker
+        if worker is not None and self.loaded:
+            self._measure(worker)  # remembered as the estimate of the next load
+        if await self._stop_child("unloaded"):
+            self._emit("unload")
+
+    async def _stop_child(self, state: WorkerState) -> bool:
+        """Stop the current child, if any; ``state`` afterwards. Whether there was one."""
         with self._lock:
             worker, self._worker = self._worker, None
             if worker is not None:
-                worker.closing = True
-            self.state = "stopped"
+                worker.closing = state
+            if worker is not None or state == "stopped":
+                self.state = state
             readers = set(self._readers)
         await asyncio.to_thread(_stop, worker, readers)
+        return worker is not None
+
+    def _measure(self, worker: _Worker) -> int | None:
+        rss = _tree_rss(worker.pid)
+        if rss is not None:
+            with self._lock:
+                self._measured_bytes = max(self._measured_bytes or 0, rss)
+        return rss
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -229,6 +297,7 @@ class WorkerModel(Model):
                         self.state = "ready"
                 self._emit("ready")  # before the waiters wake: events stay in order
                 worker.ready.set_result(outcome)
+                self._measure(worker)
                 while True:
                     try:
                         worker.deliver(worker.conn.recv())
@@ -268,11 +337,12 @@ class WorkerModel(Model):
                 self.restarts += 1
                 with contextlib.suppress(Exception):  # else the next request starts one
                     self._worker = self._spawn_locked()
-        if closing:  # close() reaps the process
-            worker.fail_all("ModelError", f"{self.name} was closed")
+        if closing:  # close() or unload() reaps the process
+            why = f"{self.name} was {'unloaded' if closing == 'unloaded' else 'closed'}"
+            worker.fail_all("ModelError", why)
             worker.close_conn()
             if not loaded:
-                worker.ready.set_result(("failed", "ModelError", f"{self.name} was closed"))
+                worker.ready.set_result(("failed", "ModelError", why))
             return
         if loaded:
             self._emit("crash", "restart", "load")
@@ -312,7 +382,9 @@ class _Worker:
         #: the load outcome; running from the start, so a waiter's cancellation cannot cancel it
         self.ready: Future[Msg] = Future()
         self.ready.set_running_or_notify_cancel()
-        self.closing = False  # set under WorkerModel._lock
+        #: why the parent stops it (``stopped``: closed, ``unloaded``), set under
+        #: WorkerModel._lock; empty while it runs
+        self.closing = ""
         self.dead = False  # set before fail_all(): open() then refuses
         self._ids = itertools.count(1)
         self._sinks: dict[int, Callable[[Msg], object]] = {}
@@ -362,6 +434,32 @@ class _Worker:
     def close_conn(self) -> None:
         with self._send_lock:
             self.conn.close()
+
+
+def _tree_rss(pid: int | None) -> int | None:
+    """Resident memory of a process and its descendants (None if it is gone)."""
+    if pid is None:
+        return None
+    try:
+        process = psutil.Process(pid)
+        total = process.memory_info().rss
+        children = process.children(recursive=True)
+    except psutil.Error:
+        return None
+    for child in children:
+        with contextlib.suppress(psutil.Error):
+            total += child.memory_info().rss
+    return int(total)
+
+
+def _estimate_from_reference(reference: str) -> int:
+    """Memory a GGUF path's model is expected to take; the default for anything else."""
+    text = reference.strip().removeprefix("llamacpp:")
+    if text.endswith(".gguf"):
+        with contextlib.suppress(OSError):
+            size = Path(text).expanduser().stat().st_size
+            return estimate_model_memory(size) * 2**20
+    return DEFAULT_ESTIMATED_BYTES
 
 
 def _stop(worker: _Worker | None, readers: set[threading.Thread]) -> None:
@@ -426,6 +524,7 @@ def _raise_unless_ready(outcome: Msg) -> None:
 def _child_main(conn: Pipe, reference: str, factory: str, allowed: bool) -> None:
     """The child's entry point: load the model, report, serve commands until ``exit``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    set_default_residency(ResidencyManager())  # no limits, no keep-alive: the parent decides
     try:
         with allow_model_requests(allowed):
             asyncio.run(_child_serve(conn, reference, factory))

@@ -61,6 +61,7 @@ def create_app(
         isolate=settings.isolate,
         load_timeout=settings.load_timeout,
         factory=factory,
+        residency=settings.residency,
     )
     db = settings.database or data_dir() / "server.db"
     threads_store = store if store is not None else SQLiteThreadStore(db)
@@ -134,13 +135,16 @@ async def _preload(state: ServerState) -> None:
 def _add_service_routes(app: FastAPI) -> None:
     @app.get("/health", tags=["service"])
     async def health(request: Request) -> JSONResponse:
-        """Liveness (the server answers) and readiness (the default model is loaded)."""
+        """Liveness (the server answers) and readiness (the default model is loaded, or was
+        and has been unloaded to save memory: its next request loads it again)."""
         state: ServerState = request.app.state.shoal
         engines = state.pool.engines()
         default = state.pool.default
         models = {ref: engine.health() for ref, engine in engines.items()}
         ready_state = models.get(default, {}).get("state", "stopped")
-        ready = ready_state == "ready"
+        ready = ready_state in ("ready", "unloaded")
+        residency = state.pool.residency_snapshot()
+        budget = residency.max_memory_bytes
         body = {
             "status": "ok" if ready else ready_state,
             "ready": ready,
@@ -149,6 +153,13 @@ def _add_service_routes(app: FastAPI) -> None:
             "default_model": default,
             "models": models,
             "agents": sorted(state.agents),
+            "residency": {
+                "max_memory_mb": None if budget is None else budget // 2**20,
+                "used_mb": round(residency.used_bytes / 2**20),
+                "max_loaded_models": residency.max_loaded_models,
+                "loaded_models": residency.loaded_models,
+                "keep_alive_s": residency.keep_alive_s,
+            },
         }
         return JSONResponse(body, status_code=200 if ready else 503)
 

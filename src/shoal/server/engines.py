@@ -10,24 +10,46 @@ the server was started with or any alias the registry knows, and reports their r
 With ``isolate=True`` (the default of ``shoal serve``) every model is a
 :class:`~shoal.models.WorkerModel`: the engine runs in a child process, and a crash there fails
 only the request in flight (503) while the worker restarts.
+
+Residency: the pool's one :class:`~shoal.models.ResidencyManager` (limits from the server
+settings) holds the model of every admitted request. A model that is not loaded (never yet, or
+unloaded) is loaded first, after idle models are unloaded to make room, least recently used
+first; a request that cannot be given room fails with
+:class:`~shoal.exceptions.MemoryBudgetError` (503). Idle models are unloaded when their
+keep-alive runs out. The queue comes first: a request waiting for a slot holds no model, so only
+running requests keep a model loaded. Models that are not Residents (test models) are not
+managed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from shoal.exceptions import OverloadedError, UnknownModelError
-from shoal.models import ALIASES, Model, WorkerModel, resolve_model
+from shoal.exceptions import MemoryBudgetError, OverloadedError, UnknownModelError
+from shoal.models import (
+    ALIASES,
+    Model,
+    ResidencyManager,
+    ResidencySettings,
+    ResidencySnapshot,
+    WorkerModel,
+    resolve_model,
+)
 from shoal.server.metrics import ServerMetrics
 
 __all__ = ["Engine", "EnginePool", "ModelFactory"]
 
 ModelFactory = Callable[[str], Model]
+
+_MB = 2**20
+log = logging.getLogger("shoal.server")
 
 
 class Engine:
@@ -41,12 +63,14 @@ class Engine:
         max_active: int,
         max_queue: int,
         metrics: ServerMetrics,
+        residency: ResidencyManager | None = None,
     ) -> None:
         self.reference = reference
         self.model = model
         self.max_active = max_active
         self.max_queue = max_queue
         self.metrics = metrics
+        self.residency = residency or ResidencyManager()
         self._slots = asyncio.Semaphore(max_active)
         self.active = 0
         self.waiting = 0
@@ -57,24 +81,37 @@ class Engine:
 
     @property
     def state(self) -> str:
-        """``stopped``, ``loading``, ``ready`` or ``failed`` (see ``GET /health``)."""
+        """``stopped`` (not loaded yet), ``loading``, ``ready``, ``unloaded`` (by the residency
+        limits: the next request loads it again) or ``failed`` (see ``GET /health``)."""
         if isinstance(self.model, WorkerModel):
             return self.model.state
         if self.load_error is not None:
             return "failed"
+        status = self.residency.status(self.model)
+        if status is not None:
+            return "unloaded" if status.state == "unloading" else status.state
         return "ready" if self._prepared else "stopped"
 
     async def prepare(self) -> None:
-        """Load the model (in its worker) now rather than on the first request."""
+        """Load the model (in its worker) now rather than on the first request, making room
+        for it under the residency limits as a request would."""
         try:
-            await self.model.prepare()
+            await self.residency.load(self.model)
+        except MemoryBudgetError:
+            raise  # not a load failure: the model itself is fine
         except Exception as exc:
-            self.load_error = str(exc)
-            self.metrics.model_ready.labels(self.reference).set(0)
+            self._load_failed(exc)
             raise
         self._prepared = True
+        self._loaded()
+
+    def _loaded(self) -> None:
         self.load_error = None
         self.metrics.model_ready.labels(self.reference).set(1)
+
+    def _load_failed(self, exc: Exception) -> None:
+        self.load_error = str(exc)
+        self.metrics.model_ready.labels(self.reference).set(0)
 
     def retry_after(self) -> float:
         """Seconds until a queue slot is likely to free up."""
@@ -108,13 +145,30 @@ class Engine:
         try:
             if not self._prepared:
                 await self.prepare()
-            yield
+            async with self._held():
+                yield
         finally:
             self.active -= 1
             self._slots.release()
             elapsed = time.monotonic() - started
             self.service_seconds = 0.8 * self.service_seconds + 0.2 * elapsed
             self._gauges()
+
+    @contextlib.asynccontextmanager
+    async def _held(self) -> AsyncIterator[None]:
+        """The model held by the residency manager for one request (loaded again first if it
+        was unloaded); a failed reload is recorded as a failed load."""
+        held = False
+        try:
+            async with self.residency.use(self.model):
+                held = True
+                if self.load_error is not None:
+                    self._loaded()
+                yield
+        except Exception as exc:
+            if not held and not isinstance(exc, MemoryBudgetError):
+                self._load_failed(exc)
+            raise
 
     def _gauges(self) -> None:
         self.metrics.queue_depth.labels(self.reference).set(self.waiting)
@@ -135,6 +189,13 @@ class Engine:
                 info["load_seconds"] = round(self.model.load_seconds, 3)
         elif self.load_error:
             info["last_error"] = self.load_error
+        status = self.residency.status(self.model)
+        if status is not None:
+            info["memory_mb"] = round(status.resident_bytes / _MB) if status.loaded else 0
+            idle = status.idle_seconds
+            info["idle_s"] = None if idle is None else round(idle, 1)
+            info["loads"] = status.loads
+            info["unloads"] = sum(status.unloads.values())
         return info
 
 
@@ -151,6 +212,7 @@ class EnginePool:
         isolate: bool = True,
         load_timeout: float = 300.0,
         factory: ModelFactory | None = None,
+        residency: ResidencySettings | None = None,
     ) -> None:
         self.references = references
         self.metrics = metrics
@@ -160,6 +222,13 @@ class EnginePool:
         self.load_timeout = load_timeout
         self._factory = factory
         self._engines: dict[str, Engine] = {}
+        #: keeps the loaded models within the limits (None settings: no limits)
+        self.residency = (
+            ResidencyManager(on_event=self._on_residency)
+            if residency is None
+            else ResidencyManager.from_settings(residency, on_event=self._on_residency)
+        )
+        metrics.watch_residency(self.residency_snapshot)
 
     @property
     def default(self) -> str:
@@ -185,6 +254,7 @@ class EnginePool:
                 max_active=self.max_active,
                 max_queue=self.max_queue,
                 metrics=self.metrics,
+                residency=self.residency,
             )
         return engine
 
@@ -198,7 +268,7 @@ class EnginePool:
 
         def on_event(event: str) -> None:
             self.metrics.model_events.labels(reference, event).inc()
-            if event in ("crash", "failed"):
+            if event in ("crash", "failed", "unload"):
                 self.metrics.model_ready.labels(reference).set(0)
             elif event == "ready":
                 self.metrics.model_ready.labels(reference).set(1)
@@ -208,7 +278,27 @@ class EnginePool:
     def engines(self) -> dict[str, Engine]:
         return dict(self._engines)
 
+    def residency_snapshot(self) -> ResidencySnapshot:
+        """The residency manager's view of the served models, named by their references."""
+        models = []
+        for reference, engine in self.engines().items():
+            status = self.residency.status(engine.model)
+            if status is not None:
+                models.append(dataclasses.replace(status, name=reference))
+        return dataclasses.replace(self.residency.snapshot(), models=tuple(models))
+
+    def _on_residency(self, kind: str, model: object, reason: str) -> None:
+        for reference, engine in self.engines().items():
+            if engine.model is model:
+                self.metrics.model_ready.labels(reference).set(1 if kind == "load" else 0)
+                if kind == "unload":
+                    log.info("unloaded %s (%s)", reference, reason)
+
     async def close(self) -> None:
+        """Stop the keep-alive reaper, unload the loaded models (reason ``shutdown``), then
+        close every model."""
+        with contextlib.suppress(Exception):
+            await self.residency.aclose()
         for engine in self._engines.values():
             with contextlib.suppress(Exception):
                 await engine.model.close()

@@ -2,9 +2,16 @@
 
 A registry per app (not the process-global one) keeps two servers in one process (tests) apart.
 Route labels are route *templates* (``/v1/threads/{thread_id}``), so ids never make new series.
+
+The residency series (which models are loaded, their memory, loads and unloads, the budget) are
+read from the residency manager when ``/metrics`` is scraped
+(:meth:`ServerMetrics.watch_residency`), so memory is measured at that moment and the manager
+stays the one record of loads and unloads.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,6 +21,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+from shoal.models.residency import UNLOAD_REASONS, ResidencySnapshot
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
 
@@ -80,7 +90,7 @@ class ServerMetrics:
         )
         self.model_events = Counter(
             "shoal_model_events",
-            "Model lifecycle events (load, ready, failed, crash, restart)",
+            "Model lifecycle events (load, ready, failed, crash, restart, unload)",
             ["model", "event"],
             registry=r,
         )
@@ -88,5 +98,52 @@ class ServerMetrics:
             "shoal_model_ready", "1 when the model is loaded and serving", ["model"], registry=r
         )
 
+    def watch_residency(self, snapshot: Callable[[], ResidencySnapshot]) -> None:
+        """Report the residency series from ``snapshot()`` (model labels: its model names)."""
+        self.registry.register(_ResidencyCollector(snapshot))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _ResidencyCollector:
+    """The residency series, built from a fresh snapshot at every scrape."""
+
+    def __init__(self, snapshot: Callable[[], ResidencySnapshot]) -> None:
+        self.snapshot = snapshot
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self.snapshot()
+        loaded = GaugeMetricFamily(
+            "shoal_model_loaded", "1 while the model is loaded in memory", labels=["model"]
+        )
+        memory = GaugeMetricFamily(
+            "shoal_model_memory_bytes",
+            "Memory the model takes: measured (a worker's RSS), else estimated; 0 unloaded",
+            labels=["model"],
+        )
+        loads = CounterMetricFamily(
+            "shoal_model_loads", "Loads of the model by the residency manager", labels=["model"]
+        )
+        unloads = CounterMetricFamily(
+            "shoal_model_unloads",
+            "Unloads by reason (idle: keep-alive; lru: max loaded models; budget: max memory; "
+            "shutdown)",
+            labels=["model", "reason"],
+        )
+        for model in snap.models:
+            loaded.add_metric([model.name], 1.0 if model.loaded else 0.0)
+            memory.add_metric([model.name], float(model.resident_bytes if model.loaded else 0))
+            loads.add_metric([model.name], float(model.loads))
+            for reason in UNLOAD_REASONS:
+                unloads.add_metric([model.name, reason], float(model.unloads.get(reason, 0)))
+        yield from (loaded, memory, loads, unloads)
+        if snap.max_memory_bytes is not None:
+            yield GaugeMetricFamily(
+                "shoal_residency_budget_bytes",
+                "Memory the loaded models may take together (absent: no budget)",
+                value=float(snap.max_memory_bytes),
+            )
+        yield GaugeMetricFamily(
+            "shoal_models_loaded", "Models loaded now", value=float(snap.loaded_models)
+        )

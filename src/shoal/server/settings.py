@@ -1,13 +1,18 @@
-"""What ``shoal serve`` is configured with: one frozen object, built by the CLI or by tests."""
+"""What ``shoal serve`` is configured with: one frozen object, built by the CLI or by tests.
+
+The residency limits (how many models stay loaded, in how much memory, for how long when idle)
+default to the environment (``SHOAL_MAX_MEMORY``, ``SHOAL_MAX_LOADED_MODELS``,
+``SHOAL_KEEP_ALIVE``) and else to :func:`~shoal.models.residency_settings`'s defaults.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from shoal.exceptions import UserError
-from shoal.models import DEFAULT_MODEL
+from shoal.models import DEFAULT_MODEL, ResidencySettings, residency_settings
 
 __all__ = ["ServerSettings", "is_loopback"]
 
@@ -54,6 +59,14 @@ class ServerSettings:
     shutdown_timeout: float = 30.0
     #: run the embedded engine in a worker process (crash isolation); False runs it in-process
     isolate: bool = True
+    #: memory the loaded models may take together, in MB (None: no budget)
+    max_memory_mb: int | None = field(default_factory=lambda: residency_settings().max_memory_mb)
+    #: models loaded at once; the least recently used idle one is unloaded first (None: any)
+    max_loaded_models: int | None = field(
+        default_factory=lambda: residency_settings().max_loaded_models
+    )
+    #: seconds an idle model stays loaded (0: unloaded after each request; None: forever)
+    keep_alive_s: float | None = field(default_factory=lambda: residency_settings().keep_alive_s)
 
     def __post_init__(self) -> None:
         if not is_loopback(self.host) and not self.api_keys:
@@ -68,6 +81,11 @@ class ServerSettings:
             raise UserError("server timeouts must be positive")
         if not 0 < self.port < 65536:
             raise UserError(f"port {self.port} is not between 1 and 65535")
+        _ = self.residency  # checks the residency limits
+
+    @property
+    def residency(self) -> ResidencySettings:
+        return ResidencySettings(self.max_memory_mb, self.max_loaded_models, self.keep_alive_s)
 
     @property
     def served_models(self) -> tuple[str, ...]:
