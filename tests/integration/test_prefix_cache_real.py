@@ -40,7 +40,8 @@ async def test_interleaved_agents_restore_their_prefix_and_reply_the_same() -> N
                 assert expected.usage.cached_prompt_tokens < 10
                 assert got.usage.cached_prompt_tokens > 0.8 * got.usage.prompt_tokens
         stats = warm.prefix_cache.stats()
-        assert stats.hits >= 2 and 0 < stats.bytes <= 64 * 2**20
+        assert stats.hits >= 2
+        assert 0 < stats.bytes <= 64 * 2**20
     finally:
         await cold.close()
         await warm.close()

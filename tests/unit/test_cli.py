@@ -202,7 +202,7 @@ def test_doctor_json() -> None:
 
     assert result.exit_code == 0
     report = json.loads(result.stdout)
-    assert set(report) == {"hardware", "engine", "models"}
+    assert set(report) == {"hardware", "engine", "models", "residency"}
     assert report["hardware"]["logical_cores"] >= 1
     assert report["hardware"]["memory_total_mb"] > 0
     assert "llama_cpp_python" in report["engine"]

@@ -1,17 +1,27 @@
-"""Hardware detection: this machine, a fake /proc/cpuinfo, a fake nvidia-smi, memory estimates."""
+"""Hardware detection: this machine, a fake /proc/cpuinfo, a fake nvidia-smi and NVML, the
+engine's GPU backends, memory estimates."""
 
 from __future__ import annotations
 
 import os
 import platform
+import sys
 import textwrap
+import types
 from pathlib import Path
 
 import psutil
 import pytest
 
 import shoal.hardware as hardware
-from shoal.hardware import GPU, Hardware, detect_hardware, estimate_model_memory, fits
+from shoal.hardware import (
+    GPU,
+    Hardware,
+    detect_hardware,
+    estimate_model_memory,
+    fits,
+    gpu_backends,
+)
 
 X86_CPUINFO = """\
 processor\t: 0
@@ -51,7 +61,7 @@ def fake_cpuinfo(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str | No
         return fake
 
     monkeypatch.setattr(hardware, "Path", path)
-    monkeypatch.setattr(hardware.platform, "processor", lambda: "fallback-cpu")
+    monkeypatch.setattr(platform, "processor", lambda: "fallback-cpu")
     return opened
 
 
@@ -71,6 +81,14 @@ def test_detect_hardware_on_this_machine() -> None:
     order = [hardware._INTERESTING_FLAGS.index(f) for f in found.cpu_features]
     assert order == sorted(order)
     assert all(g.memory_mb > 0 and g.kind in ("cuda", "metal") for g in found.gpus)
+    assert found.gpu_offload_supported is None
+    if hasattr(os, "sched_getaffinity"):
+        assert found.usable_cores == len(os.sched_getaffinity(0))
+
+
+def test_detect_hardware_records_what_the_engine_can_do() -> None:
+    assert detect_hardware(gpu_offload_supported=True).gpu_offload_supported is True
+    assert detect_hardware(gpu_offload_supported=False).gpu_offload_supported is False
 
 
 def test_hardware_to_dict_is_plain_data() -> None:
@@ -81,9 +99,11 @@ def test_hardware_to_dict_is_plain_data() -> None:
         memory_available_mb=9000,
         cpu_model="Test CPU",
         cpu_features=("avx2",),
-        gpus=(GPU(name="Card", memory_mb=8192, kind="cuda"),),
+        gpus=(GPU(name="Card", memory_mb=8192, kind="cuda", memory_free_mb=8000, driver="550"),),
         system="Linux",
         machine="x86_64",
+        gpu_offload_supported=True,
+        usable_cores=6,
     )
 
     assert found.to_dict() == {
@@ -93,10 +113,26 @@ def test_hardware_to_dict_is_plain_data() -> None:
         "memory_available_mb": 9000,
         "cpu_model": "Test CPU",
         "cpu_features": ("avx2",),
-        "gpus": ({"name": "Card", "memory_mb": 8192, "kind": "cuda"},),
+        "gpus": (
+            {
+                "name": "Card",
+                "memory_mb": 8192,
+                "kind": "cuda",
+                "memory_free_mb": 8000,
+                "driver": "550",
+                "unified": False,
+            },
+        ),
         "system": "Linux",
         "machine": "x86_64",
+        "gpu_offload_supported": True,
+        "usable_cores": 6,
     }
+
+
+def test_gpu_usable_memory_is_free_memory_when_known() -> None:
+    assert GPU("a", 8192, "cuda", memory_free_mb=5000).usable_mb == 5000
+    assert GPU("a", 8192, "cuda").usable_mb == 8192
 
 
 # -- /proc/cpuinfo ------------------------------------------------------------------------
@@ -153,7 +189,7 @@ def test_detect_hardware_uses_cpuinfo_on_linux(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     fake_cpuinfo(monkeypatch, tmp_path, X86_CPUINFO)
-    monkeypatch.setattr(hardware.platform, "system", lambda: "Linux")
+    monkeypatch.setattr(platform, "system", lambda: "Linux")
 
     found = detect_hardware()
 
@@ -168,21 +204,45 @@ def test_apple_silicon_reports_a_metal_gpu_and_skips_cpuinfo(
     empty = tmp_path / "empty"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
-    monkeypatch.setattr(hardware.platform, "system", lambda: "Darwin")
-    monkeypatch.setattr(hardware.platform, "machine", lambda: "arm64")
+    monkeypatch.setattr(platform, "system", lambda: "Darwin")
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
 
     found = detect_hardware()
 
     assert opened == []
     assert (found.system, found.machine) == ("Darwin", "arm64")
-    assert found.cpu_model == "fallback-cpu"
-    assert found.cpu_features == ()
-    assert found.gpus == (
-        GPU(name="Apple GPU (Metal)", memory_mb=found.memory_total_mb, kind="metal"),
+    assert found.cpu_model == "fallback-cpu"  # no sysctl on PATH
+    assert found.cpu_features == ("neon", "dotprod")
+    (gpu,) = found.gpus
+    assert (gpu.name, gpu.kind, gpu.memory_mb, gpu.unified) == (
+        "Apple GPU (Metal)",
+        "metal",
+        found.memory_total_mb,
+        True,
     )
+    assert gpu.memory_free_mb is not None
+    assert 0 < gpu.memory_free_mb <= gpu.memory_mb
 
 
-# -- nvidia-smi ---------------------------------------------------------------------------
+def test_mac_cpu_name_from_sysctl(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    sysctl = bin_dir / "sysctl"
+    sysctl.write_text('#!/bin/sh\necho "Apple M2 Pro"\n', encoding="utf-8")
+    sysctl.chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setattr(platform, "machine", lambda: "arm64")
+
+    assert hardware._mac_cpu() == ("Apple M2 Pro", ("neon", "dotprod"))
+
+
+# -- nvidia-smi and NVML -------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_nvml(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make ``import pynvml`` fail, whatever is installed."""
+    monkeypatch.setitem(sys.modules, "pynvml", None)
 
 
 def fake_nvidia_smi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, body: str) -> Path:
@@ -199,30 +259,32 @@ def fake_nvidia_smi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, body: str) 
     return log
 
 
+@pytest.mark.usefixtures("no_nvml")
 def test_nvidia_gpus_from_csv(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     log = fake_nvidia_smi(
         monkeypatch,
         tmp_path,
         """\
-        echo "NVIDIA GeForce RTX 3090, 24576"
-        echo "Tesla T4, 15360"
-        echo "NVIDIA A100-SXM4-40GB, 40960"
+        echo "NVIDIA GeForce RTX 3090, 24576, 20000, 550.54.14"
+        echo "Tesla T4, 15360, 15000, 535.104.05"
+        echo "NVIDIA A100-SXM4-40GB, 40960, [N/A], [N/A]"
         """,
     )
 
     gpus = hardware._nvidia_gpus()
 
     assert gpus == (
-        GPU(name="NVIDIA GeForce RTX 3090", memory_mb=24576, kind="cuda"),
-        GPU(name="Tesla T4", memory_mb=15360, kind="cuda"),
-        GPU(name="NVIDIA A100-SXM4-40GB", memory_mb=40960, kind="cuda"),
+        GPU("NVIDIA GeForce RTX 3090", 24576, "cuda", memory_free_mb=20000, driver="550.54.14"),
+        GPU("Tesla T4", 15360, "cuda", memory_free_mb=15000, driver="535.104.05"),
+        GPU("NVIDIA A100-SXM4-40GB", 40960, "cuda"),
     )
     assert log.read_text().split() == [
-        "--query-gpu=name,memory.total",
+        "--query-gpu=name,memory.total,memory.free,driver_version",
         "--format=csv,noheader,nounits",
     ]
 
 
+@pytest.mark.usefixtures("no_nvml")
 def test_nvidia_rows_without_a_memory_figure_are_skipped(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -230,16 +292,19 @@ def test_nvidia_rows_without_a_memory_figure_are_skipped(
         monkeypatch,
         tmp_path,
         """\
-        echo "Odd Card, [N/A]"
+        echo "Odd Card, [N/A], [N/A], 1"
         echo "no comma here"
-        echo ", 1024"
-        echo "Good Card, 8192"
+        echo ", 1024, 1000, 1"
+        echo "Good Card, 8192, 8000, 550"
         """,
     )
 
-    assert hardware._nvidia_gpus() == (GPU(name="Good Card", memory_mb=8192, kind="cuda"),)
+    assert hardware._nvidia_gpus() == (
+        GPU(name="Good Card", memory_mb=8192, kind="cuda", memory_free_mb=8000, driver="550"),
+    )
 
 
+@pytest.mark.usefixtures("no_nvml")
 def test_nvidia_smi_that_fails_means_no_gpus(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -248,7 +313,7 @@ def test_nvidia_smi_that_fails_means_no_gpus(
         tmp_path,
         """\
         echo "NVIDIA-SMI has failed because it couldn't communicate with the driver" >&2
-        echo "Ghost, 1024"
+        echo "Ghost, 1024, 1024, 1"
         exit 9
         """,
     )
@@ -256,6 +321,7 @@ def test_nvidia_smi_that_fails_means_no_gpus(
     assert hardware._nvidia_gpus() == ()
 
 
+@pytest.mark.usefixtures("no_nvml")
 def test_no_nvidia_smi_means_no_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -264,15 +330,84 @@ def test_no_nvidia_smi_means_no_gpus(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     assert hardware._nvidia_gpus() == ()
 
 
+@pytest.mark.usefixtures("no_nvml")
 def test_detect_hardware_reports_nvidia_gpus(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    fake_nvidia_smi(monkeypatch, tmp_path, 'echo "Tesla T4, 15360"\n')
+    fake_nvidia_smi(monkeypatch, tmp_path, 'echo "Tesla T4, 15360, 14000, 535.1"\n')
 
     found = detect_hardware()
 
-    assert GPU(name="Tesla T4", memory_mb=15360, kind="cuda") in found.gpus
-    assert found.to_dict()["gpus"][0] == {"name": "Tesla T4", "memory_mb": 15360, "kind": "cuda"}
+    assert GPU("Tesla T4", 15360, "cuda", memory_free_mb=14000, driver="535.1") in found.gpus
+    assert found.to_dict()["gpus"][0]["memory_free_mb"] == 14000
+
+
+def fake_pynvml(monkeypatch: pytest.MonkeyPatch, *, fail_init: bool = False) -> list[str]:
+    """A stand-in ``pynvml`` with one 12 GB card; returns the calls it saw."""
+    calls: list[str] = []
+
+    class Memory:
+        total = 12288 * 2**20
+        free = 11000 * 2**20
+
+    def init() -> None:
+        calls.append("init")
+        if fail_init:
+            raise RuntimeError("NVML Shared Library Not Found")
+
+    module = types.SimpleNamespace(
+        nvmlInit=init,
+        nvmlShutdown=lambda: calls.append("shutdown"),
+        nvmlSystemGetDriverVersion=lambda: b"550.54.14",
+        nvmlDeviceGetCount=lambda: 1,
+        nvmlDeviceGetHandleByIndex=lambda index: f"handle{index}",
+        nvmlDeviceGetName=lambda handle: "NVIDIA GeForce RTX 4070",
+        nvmlDeviceGetMemoryInfo=lambda handle: Memory(),
+    )
+    monkeypatch.setitem(sys.modules, "pynvml", module)
+    return calls
+
+
+def test_nvml_is_preferred_to_nvidia_smi(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    log = fake_nvidia_smi(monkeypatch, tmp_path, 'echo "Wrong Card, 1024, 1000, 1"\n')
+    calls = fake_pynvml(monkeypatch)
+
+    gpus = hardware._nvidia_gpus()
+
+    assert gpus == (
+        GPU("NVIDIA GeForce RTX 4070", 12288, "cuda", memory_free_mb=11000, driver="550.54.14"),
+    )
+    assert calls == ["init", "shutdown"]
+    assert not log.exists()  # nvidia-smi never ran
+
+
+def test_nvml_that_cannot_start_falls_back_to_nvidia_smi(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    fake_nvidia_smi(monkeypatch, tmp_path, 'echo "Tesla T4, 15360, 15000, 535"\n')
+    fake_pynvml(monkeypatch, fail_init=True)
+
+    assert hardware._nvidia_gpus() == (GPU("Tesla T4", 15360, "cuda", 15000, "535"),)
+
+
+# -- the engine's GPU backends ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("system_info", "backends"),
+    [
+        ("CPU : SSE3 = 1 | AVX = 1 | AVX2 = 1 | LLAMAFILE = 1 | OPENMP = 1 | REPACK = 1 |", ()),
+        ("CUDA : ARCHS = 860 | USE_GRAPHS = 1 | PEER_MAX_BATCH_SIZE = 128 | CPU : AVX = 1 |",
+         ("CUDA",)),
+        ("Metal : EMBED_LIBRARY = 1 | CPU : NEON = 1 | ARM_FMA = 1 |", ("METAL",)),
+        ("Vulkan : | CPU : AVX2 = 1", ("VULKAN",)),
+        ("AVX = 1 | CUDA = 0 | METAL = 1 | VULKAN = 0 | BLAS = 1", ("METAL",)),
+        ("AVX = 1 | CUDA = 1 | CUDA : ARCHS = 890", ("CUDA",)),
+        ("", ()),
+    ],
+)  # fmt: skip
+def test_gpu_backends(system_info: str, backends: tuple[str, ...]) -> None:
+    assert gpu_backends(system_info) == backends
 
 
 # -- memory estimates ---------------------------------------------------------------------
@@ -323,6 +458,14 @@ def test_fits_takes_the_context_into_account() -> None:
 
     assert fits(size, roomy, context_tokens=4096)[0]
     assert not fits(size, roomy, context_tokens=16384)[0]
+
+
+def test_estimate_with_the_models_kv_cache() -> None:
+    # 100 MB of weights, 12 KB of KV cache per token (qwen2.5-0.5b's shape) at 4096 tokens:
+    # 110 + 150 + 4096 * (12 KB + 0.02 MB)
+    assert estimate_model_memory(100 * 2**20, 4096, kv_bytes_per_token=12 * 1024) == 389
+    wide = estimate_model_memory(100 * 2**20, 4096, kv_bytes_per_token=192 * 1024)
+    assert wide > estimate_model_memory(100 * 2**20, 4096)
 
 
 def test_exactly_enough_memory_fits() -> None:

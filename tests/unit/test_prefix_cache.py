@@ -31,10 +31,12 @@ def test_lookup_returns_the_entry_sharing_the_longest_prefix() -> None:
     cache.store(agent_a, b"a" * 10)
     cache.store(agent_b, b"b" * 10)
     entry, shared = cache.lookup([1, 2, 3, 4, 99])
-    assert entry.tokens == tuple(agent_a) and entry.state == b"a" * 10
+    assert entry.tokens == tuple(agent_a)
+    assert entry.state == b"a" * 10
     assert shared == 4
     entry, shared = cache.lookup([1, 2, 7, 8, 9, 10, 11])
-    assert entry.tokens == tuple(agent_b) and shared == 6
+    assert entry.tokens == tuple(agent_b)
+    assert shared == 6
     stats = cache.stats()
     assert (stats.lookups, stats.hits, stats.tokens_restored) == (2, 2, 10)
 
@@ -44,7 +46,7 @@ def test_lookup_misses_when_the_engine_already_holds_as_much() -> None:
     cache.store([1, 2, 3, 4], b"x")
     with pytest.raises(KeyError):
         cache.lookup([1, 2, 3, 4, 5], better_than=4)
-    entry, shared = cache.lookup([1, 2, 3, 4, 5], better_than=3)
+    _, shared = cache.lookup([1, 2, 3, 4, 5], better_than=3)
     assert shared == 4
     with pytest.raises(KeyError):
         cache.lookup([9, 9, 9])  # nothing shared
@@ -59,10 +61,14 @@ def test_least_recently_used_entries_go_first_when_over_capacity() -> None:
     cache.store([3, 3], b"3" * 10)
     cache.lookup([1, 1, 5])  # 1 becomes the most recently used
     cache.store([4, 4], b"4" * 10)  # 2 goes
-    assert cache.covers([1, 1]) and cache.covers([3, 3]) and cache.covers([4, 4])
+    assert cache.covers([1, 1])
+    assert cache.covers([3, 3])
+    assert cache.covers([4, 4])
     assert not cache.covers([2, 2])
     stats = cache.stats()
-    assert stats.bytes == 30 and stats.entries == 3 and stats.evictions == 1
+    assert stats.bytes == 30
+    assert stats.entries == 3
+    assert stats.evictions == 1
 
 
 def test_an_entry_that_a_longer_one_extends_is_dropped() -> None:
@@ -70,7 +76,8 @@ def test_an_entry_that_a_longer_one_extends_is_dropped() -> None:
     cache.store([1, 2, 3], b"short")
     cache.store([1, 2, 3, 4, 5], b"longer")
     assert not cache.covers([1, 2, 3])
-    assert cache.stats().entries == 1 and cache.stats().bytes == len(b"longer")
+    assert cache.stats().entries == 1
+    assert cache.stats().bytes == len(b"longer")
     # a sibling that diverges is kept
     cache.store([1, 2, 9], b"other")
     assert cache.stats().entries == 2
@@ -81,7 +88,8 @@ def test_storing_the_same_tokens_replaces_the_entry() -> None:
     cache.store([1, 2], b"old")
     cache.store([1, 2], b"newer")
     entry, _ = cache.lookup([1, 2, 3])
-    assert entry.state == b"newer" and cache.stats().bytes == 5
+    assert entry.state == b"newer"
+    assert cache.stats().bytes == 5
 
 
 def test_a_state_bigger_than_the_capacity_is_not_kept_and_zero_disables() -> None:
@@ -89,7 +97,8 @@ def test_a_state_bigger_than_the_capacity_is_not_kept_and_zero_disables() -> Non
     assert not cache.store([1], b"12345")
     assert cache.stats().entries == 0
     off = PrefixCache(0)
-    assert not off.enabled and not off.store([1], b"")
+    assert not off.enabled
+    assert not off.store([1], b"")
     with pytest.raises(ValueError, match=">= 0"):
         PrefixCache(-1)
 
@@ -98,6 +107,7 @@ def test_clear_empties_the_cache() -> None:
     cache = PrefixCache(100, min_tokens=1)
     cache.store([1, 2], b"ab")
     cache.clear()
-    assert cache.stats().entries == 0 and cache.stats().bytes == 0
+    assert cache.stats().entries == 0
+    assert cache.stats().bytes == 0
     with pytest.raises(KeyError):
         cache.lookup([1, 2, 3])

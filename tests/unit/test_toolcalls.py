@@ -29,11 +29,13 @@ from shoal.toolcalls import (
     build_arguments_grammar,
     build_output_grammar,
     build_tool_grammar,
+    build_value_grammar,
     call_head,
     parse_model_output,
     render_call,
     render_tool_result,
     render_tools_section,
+    required_fields,
 )
 from shoal.toolcalls.grammar import copied_string_rules, gbnf_literal
 from shoal.tools import tool
@@ -815,3 +817,50 @@ def test_arguments_grammar_copies_strings_from_the_sources(
     rules = rules_of(grammar)
     assert rules["string"].startswith('"\\"" ( shoal-span-0-0')
     assert any('"1042"' in body for name, body in rules.items() if name.startswith("shoal-span"))
+
+
+@pytest.mark.parametrize(
+    ("schema", "expected"),
+    [
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "integer"}},
+             "required": ["a", "b"]},
+            ["a", "b"],
+        ),
+        (
+            {"type": "object", "properties": {"a": {"type": "string"}}, "required": ["a"],
+             "additionalProperties": False},
+            ["a"],
+        ),
+        # an optional key, extra keys allowed, no keys, not an object, a reference: the
+        # whole object is sampled under one grammar instead
+        ({"type": "object", "properties": {"a": {}, "b": {}}, "required": ["a"]}, None),
+        ({"type": "object", "properties": {"a": {}}, "required": ["a"],
+          "additionalProperties": True}, None),
+        ({"type": "object", "properties": {}}, None),
+        ({"type": "string"}, None),
+        ({"type": "object", "properties": {"a": {"$ref": "#/$defs/x"}}, "required": ["a"]}, None),
+    ],
+)  # fmt: skip
+def test_required_fields(schema: dict[str, Any], expected: list[str] | None) -> None:
+    fields = required_fields(schema)
+    assert (None if fields is None else [name for name, _ in fields]) == expected
+
+
+def test_value_grammar_lets_the_model_cross_the_forced_boundaries(
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """``"key":`` is forced; the value may start with the space and end with the comma the
+    model would write in the same token as the quote."""
+    grammar = build_value_grammar(
+        {"type": "string"}, converter_factory=converter, leading_space=True, suffix=","
+    )
+    assert_parses(grammar, capfd)
+    assert rules_of(grammar)["root"] == '" "? string ","'
+    last = build_value_grammar(
+        {"type": "integer"}, converter_factory=converter, leading_space=True, suffix="}"
+    )
+    assert_parses(last, capfd)
+    assert rules_of(last)["root"].endswith(' "}"')
+    plain = build_value_grammar({"type": "integer"}, converter_factory=converter)
+    assert rules_of(plain)["root"] == "integer"

@@ -45,7 +45,7 @@ from shoal.settings import cache_dir
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["AssembledModel", "ModelPart", "ModelStatus"]
+__all__ = ["AssembledModel", "ModelPart", "ModelStatus", "write_json_atomic"]
 
 #: bytes copied (and hashed) per read while assembling
 CHUNK_SIZE = 8 * 2**20
@@ -252,17 +252,7 @@ class AssembledModel:
             "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "parts": parts,
         }
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{self.sidecar.name}.")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(record, out, indent=2)
-                out.write("\n")
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.sidecar)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_json_atomic(self.sidecar, record)
 
     def _installed_versions(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = []
@@ -513,3 +503,19 @@ def _progress_for(alias: str, total: int, choice: bool | Progress | None) -> Pro
     if choice is None:
         choice = stream is not None and stream.isatty()
     return _Bar(alias, stream) if choice and stream is not None else None
+
+
+def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
+    """Write ``record`` as JSON to ``path`` so that a reader sees the old file or the new one,
+    never half of it (a temporary file in the same directory, then ``os.replace``)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump(record, out, indent=2)
+            out.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise

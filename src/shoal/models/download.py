@@ -49,7 +49,6 @@ import re
 import shutil
 import ssl
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -57,7 +56,14 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from shoal.exceptions import DownloadError, IntegrityError, OfflineError, UserError
-from shoal.models.assembled import _HAVE_FLOCK, LOCK_SUFFIX, SIDECAR_SUFFIX, _mb, _thread_lock
+from shoal.models.assembled import (
+    _HAVE_FLOCK,
+    LOCK_SUFFIX,
+    SIDECAR_SUFFIX,
+    _mb,
+    _thread_lock,
+    write_json_atomic,
+)
 from shoal.settings import cache_dir
 
 if sys.platform != "win32":
@@ -566,17 +572,7 @@ def _write_sidecar(dest: Path, *, url: str, sha256: str, source: str) -> None:
         "verified_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
     }
     sidecar = _sidecar(dest)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{sidecar.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(record, out, indent=2)
-            out.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, sidecar)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    write_json_atomic(sidecar, record)
 
 
 def _existing_matches(dest: Path, sha256: str, size: int | None, url: str) -> bool:

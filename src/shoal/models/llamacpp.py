@@ -68,8 +68,10 @@ from shoal.toolcalls import (
     build_arguments_grammar,
     build_output_grammar,
     build_tool_grammar,
+    build_value_grammar,
     call_head,
     parse_model_output,
+    required_fields,
 )
 
 #: llama-cpp-python's objects are used through Any: its own type hints are looser than its
@@ -261,7 +263,9 @@ class LlamaCppModel(Model):
         A call to one known tool (a named ``tool_choice``, or ``required`` with one tool) is
         decoded from its arguments on: the head (``<tool_call>`` and the name), which a grammar
         would force token by token at decode speed, is evaluated with the prompt at prompt
-        speed, and the tail is appended once the arguments object closes.
+        speed, and the tail is appended once the arguments object closes. When every argument
+        is required (and no others allowed), the keys are forced too: each ``"key": `` is
+        evaluated and only the values are sampled, each under the grammar of its schema.
 
         A grammar halves llama.cpp's decode speed even when it allows any text, so in ``auto``
         mode with free text only the first token is sampled under the text-or-call grammar:
@@ -275,10 +279,19 @@ class LlamaCppModel(Model):
         tools = _call_tools(params)
         if params.call_required and len(tools) == 1:
             # the call's head is known: evaluate it with the prompt, sample only the arguments
+            (tool,) = tools
+            copy = params.copy_sources if params.output_schema is None else ()
             arguments = build_arguments_grammar(
-                tools[0], converter_factory=_schema_converter, copy_sources=params.copy_sources
+                tool, converter_factory=_schema_converter, copy_sources=copy
             )
-            return _Plan(grammar=arguments, peek=None, head=call_head(tools[0].name))
+            keys = required_fields(tool.parameters) or []
+            fields = tuple(
+                (name, build_value_grammar(schema, converter_factory=_schema_converter,
+                                           copy_sources=copy, leading_space=True,
+                                           suffix="}" if index == len(keys) - 1 else ","))
+                for index, (name, schema) in enumerate(keys)
+            )  # fmt: skip
+            return _Plan(grammar=arguments, peek=None, head=call_head(tool.name), fields=fields)
         if params.output_schema is None and not params.call_required:
             if params.offered_tools():
                 required = dataclasses.replace(params, tool_choice="required")
@@ -448,25 +461,18 @@ class LlamaCppModel(Model):
                     max_tokens = 0
                     finish = first["finish_reason"] or "stop"
         if max_tokens > 0:
-            stream = llm.create_completion(
-                prompt=start,
-                max_tokens=max_tokens,
-                grammar=self._grammar(grammar) if grammar else None,
-                stream=True,
-                **sampling,
-            )
-            try:
-                for chunk in stream:
-                    choice = chunk["choices"][0]
-                    if choice["text"]:
-                        produced.append(choice["text"])
-                        yield choice["text"]
-                    if choice.get("finish_reason"):
-                        finish = choice["finish_reason"]
-                    if cancelled.is_set():
-                        break
-            finally:
-                stream.close()
+            if plan.fields:
+                sample = self._sample_fields(
+                    llm, start, plan.fields, max_tokens, sampling, cancelled
+                )
+            else:
+                sample = self._sample(llm, start, grammar, max_tokens, sampling, cancelled)
+            for piece in sample:
+                if isinstance(piece, _Finish):
+                    finish = piece.reason
+                else:
+                    produced.append(piece)
+                    yield piece
             if plan.head is not None and finish != "length" and not cancelled.is_set():
                 produced.append(CALL_TAIL)
                 yield CALL_TAIL
@@ -478,6 +484,73 @@ class LlamaCppModel(Model):
             model_seconds=time.perf_counter() - started,
         )
         yield finish, usage
+
+    def _sample(
+        self,
+        llm: Llama,
+        prompt: list[int],
+        grammar: str | None,
+        max_tokens: int,
+        sampling: dict[str, Any],
+        cancelled: threading.Event,
+    ) -> Iterator[str | _Finish]:
+        """Sample a continuation of ``prompt``: its text pieces, then how it ended."""
+        finish = "stop"
+        stream = llm.create_completion(
+            prompt=prompt,
+            max_tokens=max_tokens,
+            grammar=self._grammar(grammar) if grammar else None,
+            stream=True,
+            **sampling,
+        )
+        try:
+            for chunk in stream:
+                choice = chunk["choices"][0]
+                if choice["text"]:
+                    yield choice["text"]
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+                if cancelled.is_set():
+                    break
+        finally:
+            stream.close()
+        yield _Finish(finish)
+
+    def _sample_fields(
+        self,
+        llm: Llama,
+        prompt: list[int],
+        fields: tuple[tuple[str, str], ...],
+        max_tokens: int,
+        sampling: dict[str, Any],
+        cancelled: threading.Event,
+    ) -> Iterator[str | _Finish]:
+        """An arguments object whose keys are known: each ``"key":`` is evaluated with the
+        prompt, each value (with the ``,`` or ``}`` after it) sampled under its own grammar
+        (see :meth:`_plan`)."""
+        budget = max_tokens
+        for index, (key, grammar) in enumerate(fields):
+            # ends at the colon: the value's grammar lets the model write the space itself,
+            # and the comma (or closing brace) after the value
+            separator = ('{"' if index == 0 else ' "') + key + '":'
+            yield separator
+            prompt = prompt + self._tokenize_piece(separator)
+            budget -= len(self._tokenize_piece(separator))
+            finish = "length"
+            if budget > 0:
+                for piece in self._sample(llm, prompt, grammar, budget, sampling, cancelled):
+                    if isinstance(piece, _Finish):
+                        finish = piece.reason
+                    else:
+                        yield piece
+            if finish == "length" or cancelled.is_set():
+                yield _Finish(finish)
+                return
+            # what the engine evaluated: the prompt and the value (not the end token)
+            held = int(llm.n_tokens)
+            budget -= held - len(prompt) + 1
+            prompt = llm.input_ids[:held].tolist()
+        yield _Finish("stop")
 
     def _restore_prefix(self, llm: Llama, tokens: list[int]) -> int:
         """Make the engine hold the longest evaluated prefix of ``tokens`` it can; its length.
@@ -559,6 +632,15 @@ class _Plan:
     #: when set, the output starts with this text, evaluated rather than sampled; ``grammar``
     #: constrains what follows, and :data:`CALL_TAIL` ends it
     head: str | None = None
+    #: after ``head``: the arguments' keys and a grammar for each value, when all are known
+    fields: tuple[tuple[str, str], ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
+class _Finish:
+    """How a sampling pass ended (``stop``, ``length``), after its text pieces."""
+
+    reason: str
 
 
 def _call_tools(params: ModelRequestParameters) -> tuple[ToolDefinition, ...]:

@@ -42,6 +42,8 @@ from shoal.models import (
     WorkerModel,
     resolve_model,
 )
+from shoal.models.catalog import split_reference
+from shoal.models.registry import estimated_memory_mb
 from shoal.server.metrics import ServerMetrics
 
 __all__ = ["Engine", "EnginePool", "ModelFactory"]
@@ -243,7 +245,7 @@ class EnginePool:
         ref = (reference or self.default).strip()
         engine = self._engines.get(ref)
         if engine is None:
-            if ref not in self.references and ref not in ALIASES:
+            if ref not in self.references and split_reference(ref)[0] not in ALIASES:
                 raise UnknownModelError(
                     f"the model {ref!r} is not served here; "
                     f"models: {', '.join(self.servable())} (see GET /v1/models)"
@@ -273,7 +275,13 @@ class EnginePool:
             elif event == "ready":
                 self.metrics.model_ready.labels(reference).set(1)
 
-        return WorkerModel(reference, start_timeout=self.load_timeout, on_event=on_event)
+        estimate = estimated_memory_mb(reference)
+        return WorkerModel(
+            reference,
+            start_timeout=self.load_timeout,
+            on_event=on_event,
+            estimated_bytes=None if estimate is None else estimate * _MB,
+        )
 
     def engines(self) -> dict[str, Engine]:
         return dict(self._engines)

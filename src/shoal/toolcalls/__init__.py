@@ -7,7 +7,9 @@ from shoal.toolcalls.grammar import (
     build_arguments_grammar,
     build_output_grammar,
     build_tool_grammar,
+    build_value_grammar,
     call_head,
+    required_fields,
 )
 from shoal.toolcalls.hermes import (
     TOOL_CALL_CLOSE,
@@ -30,11 +32,13 @@ __all__ = [
     "build_arguments_grammar",
     "build_output_grammar",
     "build_tool_grammar",
+    "build_value_grammar",
     "call_head",
     "coerce_arguments",
     "parse_model_output",
     "render_call",
     "render_tool_result",
     "render_tools_section",
+    "required_fields",
     "validate_arguments",
 ]

@@ -31,8 +31,10 @@ __all__ = [
     "build_arguments_grammar",
     "build_output_grammar",
     "build_tool_grammar",
+    "build_value_grammar",
     "call_head",
     "gbnf_literal",
+    "required_fields",
 ]
 
 #: what follows a call's arguments object, always
@@ -227,13 +229,56 @@ def build_arguments_grammar(
     """A grammar for the arguments object of a call to ``tool`` alone: what remains to sample
     of a call whose :func:`call_head` is already written (and :data:`CALL_TAIL` follows). The
     object is the one :func:`build_tool_grammar` allows for that tool, copy rules included."""
+    return build_value_grammar(
+        tool.parameters, converter_factory=converter_factory, copy_sources=copy_sources
+    )
+
+
+def build_value_grammar(
+    schema: dict[str, Any],
+    *,
+    converter_factory: Callable[[], SchemaConverter],
+    copy_sources: Sequence[str] = (),
+    leading_space: bool = False,
+    suffix: str = "",
+) -> str:
+    """A grammar for one JSON value matching ``schema``, strings and numbers copied from
+    ``copy_sources`` when given (a call's arguments object, or one argument's value).
+
+    For sampling one value between forced text (an argument whose key was written for the
+    model), the grammar must let the model cross the boundaries in the tokens it would use:
+    ``leading_space`` lets the value start with one space (the forced text ends at the ``:``,
+    and the model writes `` "`` as one token, as it would), and ``suffix`` is what follows the
+    value (``,`` or ``}``), so that ``",`` or ``"}`` can be one token too. A forced space
+    followed by a bare quote, or a quote that may not be followed by its comma, reads to a
+    small model as text it has never seen, and it derails (runs the string on)."""
     converter = converter_factory()
-    args_rule = _visit(converter, tool.parameters, "shoal-args-0")
+    args_rule = _visit(converter, schema, "shoal-args-0")
     lines = _replace_rules(
         _rules(converter).splitlines(),
         [*copied_string_rules(copy_sources), *copied_number_rules(copy_sources)],
     )
-    return "\n".join([*lines, f"root ::= {args_rule}"]) + "\n"
+    root = f'" "? {args_rule}' if leading_space else args_rule
+    if suffix:
+        root += f" {gbnf_literal(suffix)}"
+    return "\n".join([*lines, f"root ::= {root}"]) + "\n"
+
+
+def required_fields(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]] | None:
+    """The properties of an arguments schema in order, if every one is required and the
+    object may hold nothing else (so ``{"k1": v1, "k2": v2}`` is the whole choice and only the
+    values need sampling); None otherwise (optional keys, or not a plain object)."""
+    if schema.get("type") != "object" or "$ref" in json.dumps(schema):
+        return None
+    properties = schema.get("properties") or {}
+    required = schema.get("required") or []
+    if not properties or sorted(required) != sorted(properties):
+        return None
+    if schema.get("additionalProperties", True) is not False and "additionalProperties" in schema:
+        return None
+    if any(not isinstance(value, dict) for value in properties.values()):
+        return None
+    return [(str(name), value) for name, value in properties.items()]
 
 
 def _replace_rules(lines: list[str], replacements: list[str]) -> list[str]:
