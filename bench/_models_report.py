@@ -195,13 +195,29 @@ def markdown(results: dict[str, Any]) -> str:
     for model, data in results["support"].items():
         for kind, row in data["summary"].items():
             if not row["same_answers"]:
-                warnings.append(f"{model}, {kind}: the variants' answers differ")
+                warnings.append(
+                    f"{model}, {kind}: the variants' answers differ in some round. Not a wrong "
+                    "restore: llama.cpp computes a token's state slightly differently when it "
+                    "is decoded one at a time than in a prompt batch, so reusing an earlier "
+                    "reply's state (the `last` variant does too) can flip a greedy near-tie "
+                    "(docs/speed.md)"
+                )
     lines = [
         "# Models benchmark: a turn pays only for what is new",
         "",
         f"Produced by `python bench/models.py` (started {results['started']}, finished "
         f"{results.get('finished')}); settings: `{results['settings']}`.",
         "",
+        *(
+            [
+                f"Sections {results['updated_sections']['sections']} were run again at "
+                f"{results['updated_sections']['at']} with settings "
+                f"`{results['updated_sections']['settings']}` (`--update`).",
+                "",
+            ]
+            if results.get("updated_sections")
+            else []
+        ),
         *_goals(results),
         *_support(results),
         *_workload(results),

@@ -496,20 +496,26 @@ def bench_decode(
     raw_llm: Any = raw
     messages = [UserMessage(content=DECODE_PROMPT)]
     params = ModelRequestParameters(
-        settings=ModelSettings(temperature=0.0, max_tokens=tokens, top_k=0, top_p=1.0, min_p=0.0)
+        # the raw call's sampling, spelled out (else the family's defaults apply, e.g. Qwen's
+        # repeat penalty, whose sampler walks the whole vocabulary every token)
+        settings=ModelSettings(
+            temperature=0.0, max_tokens=tokens, top_k=0, top_p=1.0, min_p=0.0, repeat_penalty=1.0
+        )
     )
     prompt = model.render_prompt(messages, params)  # type: ignore[attr-defined]
     prompt_tokens = raw.tokenize(prompt.encode(), add_bos=True, special=True)
 
-    def timed(stream: Callable[[], Any]) -> dict[str, Any]:
-        began = time.perf_counter()
-        stamps: list[float] = []
-        for _ in stream():
-            stamps.append(time.perf_counter())
+    def rates(began: float, stamps: list[float]) -> dict[str, Any]:
+        """From the start and the arrival time of every text piece."""
         wall = time.perf_counter() - began
         n = len(stamps)
         decode = (n - 1) / (stamps[-1] - stamps[0]) if n > 2 else None
         return {"pieces": n, "wall_s": wall, "decode_tokens_per_s": decode}
+
+    def timed(stream: Callable[[], Any]) -> dict[str, Any]:
+        began = time.perf_counter()
+        stamps = [time.perf_counter() for _ in stream()]
+        return rates(began, stamps)
 
     def shoal() -> dict[str, Any]:
         async def consume() -> list[float]:
@@ -524,7 +530,8 @@ def bench_decode(
         llm._ctx.kv_cache_seq_rm(0, 0, -1)
         llm.n_tokens = 0
         model.prefix_cache.clear()  # type: ignore[attr-defined]
-        return timed(lambda: runner.run(consume()))
+        began = time.perf_counter()
+        return rates(began, runner.run(consume()))
 
     def baseline() -> dict[str, Any]:
         raw._ctx.kv_cache_seq_rm(0, 0, -1)
@@ -629,6 +636,11 @@ def main() -> None:
         "--sections", nargs="+", default=["support", "workload", "decode", "memory"]
     )
     parser.add_argument("--quick", action="store_true", help="1 round, 6 turns: a smoke run")
+    parser.add_argument(
+        "--update",
+        action="store_true",
+        help="keep the other sections of an existing <output>.json, rerun only --sections",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "models")
     args = parser.parse_args()
     if args.quick:
@@ -643,6 +655,20 @@ def main() -> None:
         "decode": {},
         "memory": {},
     }
+
+    existing = args.output.with_suffix(".json")
+    if args.update and existing.is_file():
+        kept = json.loads(existing.read_text())
+        for section in ("support", "workload", "decode", "memory"):
+            if section not in args.sections:
+                results[section] = kept.get(section, {})
+        results["updated_sections"] = {
+            "sections": args.sections,
+            "at": results["started"],
+            "settings": results["settings"],
+        }
+        results["started"] = kept.get("started", results["started"])
+        results["settings"] = kept.get("settings", results["settings"])
 
     def save() -> None:
         results["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
