@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from shoal.exceptions import UserError
+from shoal.models.llamacpp import DEFAULT_PREFIX_CACHE_MB, LlamaCppModel
 from shoal.models.prefix_cache import PrefixCache, common_prefix_length
 
 
@@ -111,3 +113,39 @@ def test_clear_empties_the_cache() -> None:
     assert cache.stats().bytes == 0
     with pytest.raises(KeyError):
         cache.lookup([1, 2, 3])
+
+
+# -- the cache's size on a LlamaCppModel (nothing is loaded) ----------------------------------
+
+
+def test_prefix_cache_size_comes_from_the_argument_or_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SHOAL_PREFIX_CACHE_MB", "8")
+    assert LlamaCppModel("m.gguf").prefix_cache.capacity_bytes == 8 * 2**20
+    assert LlamaCppModel("m.gguf", prefix_cache_mb=2).prefix_cache.capacity_bytes == 2 * 2**20
+    assert not LlamaCppModel("m.gguf", prefix_cache_mb=0).prefix_cache.enabled
+    monkeypatch.delenv("SHOAL_PREFIX_CACHE_MB")
+    default = LlamaCppModel("m.gguf").prefix_cache.capacity_bytes
+    assert default == DEFAULT_PREFIX_CACHE_MB * 2**20
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("lots", "SHOAL_PREFIX_CACHE_MB must be a whole number of megabytes, not 'lots'"),
+        ("1.5", "SHOAL_PREFIX_CACHE_MB must be a whole number of megabytes, not '1.5'"),
+        ("-3", "the prefix cache size must be >= 0 MB, not -3"),
+    ],
+)
+def test_a_bad_prefix_cache_size_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    monkeypatch.setenv("SHOAL_PREFIX_CACHE_MB", value)
+    with pytest.raises(UserError) as info:
+        LlamaCppModel("m.gguf")
+    assert str(info.value) == message
+    monkeypatch.delenv("SHOAL_PREFIX_CACHE_MB")
+    with pytest.raises(UserError) as info:
+        LlamaCppModel("m.gguf", prefix_cache_mb=-1)
+    assert str(info.value) == "the prefix cache size must be >= 0 MB, not -1"

@@ -45,7 +45,7 @@ from shoal.settings import cache_dir
 if sys.platform != "win32":
     import fcntl
 
-__all__ = ["AssembledModel", "ModelPart", "ModelStatus", "write_json_atomic"]
+__all__ = ["AssembledModel", "ModelPart", "ModelStatus", "file_lock", "write_json_atomic"]
 
 #: bytes copied (and hashed) per read while assembling
 CHUNK_SIZE = 8 * 2**20
@@ -391,36 +391,12 @@ class AssembledModel:
             with contextlib.suppress(OSError):
                 leftover.unlink()
 
-    @contextlib.contextmanager
-    def _lock(self) -> Iterator[None]:
-        """Exclusive across threads and processes (``flock``) while checking and assembling."""
-        lock_path = self.directory / (self.filename + LOCK_SUFFIX)
-        with _thread_lock(lock_path):
-            if not _HAVE_FLOCK:
-                yield  # temp file + os.replace still keep the result whole
-                return
-            try:
-                self.directory.mkdir(parents=True, exist_ok=True)
-                fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-            except OSError:
-                # a read-only cache: a verified file there is still usable; assembling will
-                # fail with its own clear error
-                yield
-                return
-            try:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    if sys.stderr is not None and sys.stderr.isatty():
-                        print(
-                            f"shoal: waiting for another process assembling {self.alias}...",
-                            file=sys.stderr,
-                            flush=True,
-                        )
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-                yield
-            finally:
-                os.close(fd)  # closing releases the lock
+    def _lock(self) -> contextlib.AbstractContextManager[None]:
+        """Exclusive across threads and processes while checking and assembling."""
+        return file_lock(
+            self.directory / (self.filename + LOCK_SUFFIX),
+            waiting=f"another process assembling {self.alias}",
+        )
 
 
 _HAVE_FLOCK = sys.platform != "win32"
@@ -519,3 +495,33 @@ def write_json_atomic(path: Path, record: dict[str, Any]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def file_lock(lock_path: Path, *, waiting: str) -> Iterator[None]:
+    """Exclusive across threads (a lock per path) and processes (``flock`` on ``lock_path``)
+    while one file is checked and written; says ``shoal: waiting for {waiting}...`` on a
+    terminal when another holder has it. Without ``flock``, or when the lock file cannot be
+    created (a read-only cache: a verified file there is still usable, and writing fails with
+    its own clear error), only threads are excluded; a temporary file and ``os.replace`` still
+    keep the result whole."""
+    with _thread_lock(lock_path):
+        if not _HAVE_FLOCK:
+            yield
+            return
+        try:
+            lock_path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            yield
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if sys.stderr is not None and sys.stderr.isatty():
+                    print(f"shoal: waiting for {waiting}...", file=sys.stderr, flush=True)
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock

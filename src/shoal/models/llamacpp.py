@@ -55,7 +55,7 @@ from shoal.models.base import (
     TextDelta,
 )
 from shoal.models.guard import check_model_requests_allowed
-from shoal.models.prefix_cache import PrefixCache
+from shoal.models.prefix_cache import PrefixCache, common_prefix_length
 from shoal.models.profiles import ModelProfile, profile_from_gguf_metadata
 from shoal.models.prompt import ChatTemplate, to_chat_turns
 from shoal.models.residency import default_residency
@@ -534,8 +534,9 @@ class LlamaCppModel(Model):
             # and the comma (or closing brace) after the value
             separator = ('{"' if index == 0 else ' "') + key + '":'
             yield separator
-            prompt = prompt + self._tokenize_piece(separator)
-            budget -= len(self._tokenize_piece(separator))
+            forced = self._tokenize_piece(separator)
+            prompt = prompt + forced
+            budget -= len(forced)
             finish = "length"
             if budget > 0:
                 for piece in self._sample(llm, prompt, grammar, budget, sampling, cancelled):
@@ -676,12 +677,7 @@ def _sampling(settings: ModelSettings, stop: Sequence[str]) -> dict[str, Any]:
 
 def _common_prefix(llm: Llama, tokens: Sequence[int]) -> int:
     """How many leading prompt tokens the engine already holds evaluated."""
-    held = llm.input_ids[: llm.n_tokens]
-    count = 0
-    for a, b in zip(held, tokens, strict=False):
-        if a != b:
-            break
-        count += 1
+    count = common_prefix_length(llm.input_ids[: llm.n_tokens].tolist(), tokens)
     # llama-cpp-python always re-evaluates the last prompt token to get fresh logits
     return min(count, len(tokens) - 1)
 

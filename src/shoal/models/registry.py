@@ -717,7 +717,8 @@ def estimated_memory_mb(reference: str) -> int | None:
         from shoal.hardware import estimate_model_memory
 
         try:
-            return estimate_model_memory(Path(ref.removeprefix("llamacpp:")).stat().st_size)
+            size = Path(ref.removeprefix("llamacpp:")).expanduser().stat().st_size
+            return estimate_model_memory(size)
         except OSError:
             return None
     from shoal.models.catalog import split_reference

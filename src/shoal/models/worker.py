@@ -23,8 +23,9 @@ Residency: a :class:`WorkerModel` is a :class:`~shoal.models.residency.Resident`
 request starts a new one, where :meth:`WorkerModel.close` leaves it ``stopped``;
 :meth:`WorkerModel.memory_bytes` is the child's resident set size (with any processes it
 started), and the largest measured becomes :meth:`WorkerModel.estimated_bytes` for later loads
-(before the first: the caller's ``estimated_bytes``, else a guess from the GGUF file's size when
-the reference is a path, else :data:`DEFAULT_ESTIMATED_BYTES`). The child installs an unlimited
+(before the first: the caller's ``estimated_bytes``, else the registry's estimate for the
+reference, from a GGUF path's size or an installed alias's chosen variant, else
+:data:`DEFAULT_ESTIMATED_BYTES`). The child installs an unlimited
 default residency manager: what stays loaded is the parent's decision.
 
 Parent: one reader thread per child routes replies by id, to an :class:`asyncio.Queue` (by
@@ -54,18 +55,17 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 
 import psutil
 
 from shoal import exceptions
 from shoal.exceptions import ModelCrashedError, ModelError, ModelLoadError, ShoalError
-from shoal.hardware import estimate_model_memory
 from shoal.messages import Message
 from shoal.models.base import Model, ModelRequestParameters, ResponseDone, TextDelta
 from shoal.models.guard import allow_model_requests, model_requests_allowed
 from shoal.models.profiles import ModelProfile
+from shoal.models.registry import estimated_memory_mb
 from shoal.models.residency import ResidencyManager, set_default_residency
 
 __all__ = ["DEFAULT_ESTIMATED_BYTES", "WorkerModel", "WorkerState"]
@@ -453,13 +453,10 @@ def _tree_rss(pid: int | None) -> int | None:
 
 
 def _estimate_from_reference(reference: str) -> int:
-    """Memory a GGUF path's model is expected to take; the default for anything else."""
-    text = reference.strip().removeprefix("llamacpp:")
-    if text.endswith(".gguf"):
-        with contextlib.suppress(OSError):
-            size = Path(text).expanduser().stat().st_size
-            return estimate_model_memory(size) * 2**20
-    return DEFAULT_ESTIMATED_BYTES
+    """What the registry expects the reference to take (a GGUF path's size, an installed
+    alias's chosen variant); the default for anything it does not know."""
+    estimate = estimated_memory_mb(reference)
+    return DEFAULT_ESTIMATED_BYTES if estimate is None else estimate * 2**20
 
 
 def _stop(worker: _Worker | None, readers: set[threading.Thread]) -> None:

@@ -43,7 +43,6 @@ from shoal.models import (
     resolve_model,
 )
 from shoal.models.catalog import split_reference
-from shoal.models.registry import estimated_memory_mb
 from shoal.server.metrics import ServerMetrics
 
 __all__ = ["Engine", "EnginePool", "ModelFactory"]
@@ -275,13 +274,7 @@ class EnginePool:
             elif event == "ready":
                 self.metrics.model_ready.labels(reference).set(1)
 
-        estimate = estimated_memory_mb(reference)
-        return WorkerModel(
-            reference,
-            start_timeout=self.load_timeout,
-            on_event=on_event,
-            estimated_bytes=None if estimate is None else estimate * _MB,
-        )
+        return WorkerModel(reference, start_timeout=self.load_timeout, on_event=on_event)
 
     def engines(self) -> dict[str, Engine]:
         return dict(self._engines)
