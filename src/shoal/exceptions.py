@@ -11,7 +11,9 @@ ShoalError                      base of everything Shoal raises on purpose
 ├── ModelError                  the model or its engine failed
 │   ├── ModelLoadError          the weights could not be loaded
 │   ├── ModelCrashedError       the engine process died (killed, native crash, out of memory)
-│   └── ModelBehaviorError      the model kept producing unusable output (retries spent)
+│   ├── ModelBehaviorError      the model kept producing unusable output (retries spent)
+│   └── RemoteModelError        an HTTP model endpoint failed (status and body, or no answer)
+│       └── ModelTimeoutError   a remote endpoint did not answer in time
 ├── ToolError                   a tool call went wrong
 │   ├── ToolArgumentsError      arguments failed validation (fed back to the model)
 │   ├── UnknownToolError        the model named a tool that was not offered
@@ -52,8 +54,10 @@ __all__ = [
     "ModelError",
     "ModelLoadError",
     "ModelNotInstalledError",
+    "ModelTimeoutError",
     "OfflineError",
     "OverloadedError",
+    "RemoteModelError",
     "ShoalError",
     "SpecError",
     "StoreError",
@@ -123,6 +127,23 @@ class ModelCrashedError(ModelError):
 
 class ModelBehaviorError(ModelError):
     """The model kept producing output that could not be used, after all retries."""
+
+
+class RemoteModelError(ModelError):
+    """An OpenAI-compatible endpoint failed: an error status (``status``, ``body``) or no
+    answer at all (``status`` is None: refused, reset, unreachable), after the retries."""
+
+    def __init__(
+        self, message: str, *, status: int | None = None, body: str = "", url: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+        self.url = url
+
+
+class ModelTimeoutError(RemoteModelError):
+    """A remote endpoint did not answer within its timeout."""
 
 
 # -- tools ----------------------------------------------------------------------------------
@@ -209,6 +230,7 @@ CLI_EXIT_CODES: dict[type[BaseException], int] = {
     ModelError: 6,
     ModelCrashedError: 6,
     ModelBehaviorError: 7,
+    RemoteModelError: 6,
     ToolError: 8,
     GuardError: 9,
     OverloadedError: 9,
@@ -237,6 +259,8 @@ HTTP_STATUS: dict[type[BaseException], int] = {
     ModelLoadError: 503,
     ModelCrashedError: 503,
     ModelBehaviorError: 502,
+    RemoteModelError: 502,
+    ModelTimeoutError: 504,
     ToolError: 500,
     GuardError: 403,
     OverloadedError: 429,

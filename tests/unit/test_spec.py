@@ -153,8 +153,8 @@ ERROR_CASES = [
     pytest.param(
         "name: a\nzzz: 1\n",
         2,
-        "unknown key 'zzz'; expected one of: name, model, instructions, tools, settings, "
-        "tool_choice, max_steps, retries",
+        "unknown key 'zzz'; expected one of: name, model, models, instructions, tools, "
+        "settings, tool_choice, max_steps, retries",
         id="unknown-key-lists-known",
     ),
     pytest.param(
@@ -347,8 +347,8 @@ def test_several_errors_are_reported_first_by_line(tmp_path: Path) -> None:
     assert lines[0].endswith("retries: Input should be greater than or equal to 0")
     assert lines[1:] == [
         "  also line 3: max_steps: Input should be less than or equal to 50",
-        "  also line 4: unknown key 'zzz'; expected one of: name, model, instructions, tools, "
-        "settings, tool_choice, max_steps, retries",
+        "  also line 4: unknown key 'zzz'; expected one of: name, model, models, instructions, "
+        "tools, settings, tool_choice, max_steps, retries",
     ]
 
 

@@ -69,6 +69,7 @@ from shoal.models import (
     ModelRequestParameters,
     ModelResponse,
     ResponseDone,
+    RouteDecision,
     TextDelta,
     resolve_model,
 )
@@ -364,12 +365,9 @@ class _Run:
         self.selected: tuple[str, ...] = ()
         #: the previous step's output was unusable or its call invalid (so it is retried)
         self.last_step_failed = False
-        profile = self.model.profile
-        if agent.tool_strategy is None:
-            self.selection: str = profile.tool_selection
-            self.constrained = profile.supports_grammar
-        else:
-            self.selection, self.constrained = TOOL_STRATEGIES[agent.tool_strategy]
+        #: choices wrapper models made (the route at the start, fallbacks and escalations)
+        self.decisions: list[RouteDecision] = []
+        self._use_model(self.model)
         #: the tool the router chose on step 1 ("" for none); None before routing
         self.routed: str | None = None
         #: a tool the model's text answer named instead of calling it (the next step calls it)
@@ -385,6 +383,33 @@ class _Run:
         if first is not None:
             self.routed_call = first[1]
             self.notes.append(f"route {first[0].pattern!r} -> {first[1].name}")
+
+    def _use_model(self, model: Model) -> None:
+        """Talk to ``model`` from now on, with the tool strategy its profile recommends."""
+        self.model = model
+        profile = model.profile
+        if self.agent.tool_strategy is None:
+            self.selection: str = profile.tool_selection
+            self.constrained = profile.supports_grammar
+        else:
+            self.selection, self.constrained = TOOL_STRATEGIES[self.agent.tool_strategy]
+
+    async def _choose_model(self) -> None:
+        """Ask the agent's model which model answers this conversation (a router decides
+        here, once per run); record the decisions."""
+        chosen, decisions = await self.model.route([*self.history, *self.tail, *self.new])
+        if chosen is not self.model:
+            self._use_model(chosen)
+        for decision in decisions:
+            if decision.usage is not None:
+                self.usage = self.usage + decision.usage
+        self._decided(decisions)
+
+    def _decided(self, decisions: Sequence[RouteDecision]) -> None:
+        for decision in decisions:
+            self.decisions.append(decision)
+            reason = f" ({decision.reason})" if decision.reason else ""
+            self.notes.append(f"{decision.router}: {decision.kind} -> {decision.model}{reason}")
 
     def _params(self, step: int) -> ModelRequestParameters:
         agent = self.agent
@@ -467,6 +492,7 @@ class _Run:
         )
         response = await self.model.request([system, *self.history, *self.tail, *self.new], params)
         self.usage = self.usage + response.usage
+        self._decided(response.decisions)
         choice = _enum_choice(response.text or "", names)
         self.routed = choice or ""
         self.notes.append(f"router: {choice or 'no tool'}")
@@ -501,6 +527,7 @@ class _Run:
     async def steps(self) -> AsyncIterator[RunEvent]:
         stop: StopReason = "max_steps"
         output: Any = ""
+        await self._choose_model()
         for step in range(1, self.agent.max_steps + 1):
             if self.routed_call is not None:
                 call, self.routed_call = self.routed_call, None
@@ -530,6 +557,7 @@ class _Run:
                     response = event.response
             assert response is not None
             self.usage = self.usage + response.usage + Usage(steps=1)
+            self._decided(response.decisions)
             self.force_text = False
             self.last_step_failed = False
             if response.tool_calls:
@@ -572,6 +600,7 @@ class _Run:
             notes=self.notes,
             pending_calls=self.pending,
             truncated=self.truncated,
+            decisions=self.decisions,
         )
         yield FinalEvent(result)
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar
 
 from shoal.messages import Message, ToolCall, Usage
+from shoal.models.base import RouteDecision
 
 __all__ = [
     "FinalEvent",
@@ -69,6 +70,8 @@ class RunResult(Generic[OutputT]):
     pending_calls: list[ToolCall] = field(default_factory=list)
     #: the final answer was cut by the token limit (``max_tokens``), not ended by the model
     truncated: bool = False
+    #: choices wrapper models made: the route taken, fallbacks, escalations (in order)
+    decisions: list[RouteDecision] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Model backends, profiles and model references (layer L2)."""
 
+from shoal.models.balanced import BalancedModel
 from shoal.models.base import (
     FinishReason,
     Model,
@@ -7,11 +8,15 @@ from shoal.models.base import (
     ModelResponse,
     ModelStreamEvent,
     ResponseDone,
+    RouteDecision,
     TextDelta,
 )
+from shoal.models.capabilities import Capabilities
 from shoal.models.guard import allow_model_requests, model_requests_allowed
 from shoal.models.llamacpp import LlamaCppModel, engine_info
+from shoal.models.openai_compat import OpenAICompatModel
 from shoal.models.profiles import FAMILY_PROFILES, ModelProfile, profile_from_gguf_metadata
+from shoal.models.providers import PROVIDERS, is_remote_reference, remote_model
 from shoal.models.registry import ALIASES, DEFAULT_MODEL, PackagedModel, resolve_model
 from shoal.models.residency import (
     ResidencyManager,
@@ -23,6 +28,14 @@ from shoal.models.residency import (
     residency_settings,
     set_default_residency,
 )
+from shoal.models.routing import (
+    EscalatingModel,
+    FallbackModel,
+    RouterModel,
+    RouteRule,
+    Validator,
+    check_response,
+)
 from shoal.models.test import FunctionModel, ModelRequest, TestModel, sample_from_schema
 from shoal.models.worker import WorkerModel
 
@@ -30,6 +43,11 @@ __all__ = [
     "ALIASES",
     "DEFAULT_MODEL",
     "FAMILY_PROFILES",
+    "PROVIDERS",
+    "BalancedModel",
+    "Capabilities",
+    "EscalatingModel",
+    "FallbackModel",
     "FinishReason",
     "FunctionModel",
     "LlamaCppModel",
@@ -39,6 +57,7 @@ __all__ = [
     "ModelRequestParameters",
     "ModelResponse",
     "ModelStreamEvent",
+    "OpenAICompatModel",
     "PackagedModel",
     "ResidencyManager",
     "ResidencySettings",
@@ -46,14 +65,21 @@ __all__ = [
     "Resident",
     "ResidentStatus",
     "ResponseDone",
+    "RouteDecision",
+    "RouteRule",
+    "RouterModel",
     "TestModel",
     "TextDelta",
+    "Validator",
     "WorkerModel",
     "allow_model_requests",
+    "check_response",
     "default_residency",
     "engine_info",
+    "is_remote_reference",
     "model_requests_allowed",
     "profile_from_gguf_metadata",
+    "remote_model",
     "residency_settings",
     "resolve_model",
     "sample_from_schema",

@@ -30,6 +30,7 @@ __all__ = [
     "ModelResponse",
     "ModelStreamEvent",
     "ResponseDone",
+    "RouteDecision",
     "TextDelta",
 ]
 
@@ -85,6 +86,26 @@ class ModelRequestParameters:
         return self.tool_choice not in ("auto", "none") and bool(self.offered_tools())
 
 
+class RouteDecision(BaseModel):
+    """One choice a wrapper model made about which model answers (for results and metrics)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    #: the name of the wrapper that decided (a :class:`RouterModel`, a :class:`FallbackModel`...)
+    router: str
+    #: ``rule`` / ``classifier`` / ``default`` (a router's route), ``fallback`` (the previous
+    #: model failed), ``escalation`` (the previous tier's answer was rejected), ``balance``
+    #: (an endpoint among several serving the same model)
+    kind: Literal["rule", "classifier", "default", "fallback", "escalation", "balance"]
+    #: the name of the model chosen (or moved to)
+    model: str
+    #: why, in a few words (the rule, the label, the error, the rejected output)
+    reason: str = ""
+    #: what deciding cost (a classifier's request) when :meth:`Model.route` made the decision;
+    #: None in a response's decisions, whose cost is already in the response's usage
+    usage: Usage | None = None
+
+
 class ModelResponse(BaseModel):
     """One completion. ``tool_calls`` are parsed, not validated; ``raw`` is the model's text."""
 
@@ -98,6 +119,8 @@ class ModelResponse(BaseModel):
     #: set when the output looked like a tool call but could not be parsed
     parse_error: str | None = None
     model_name: str = ""
+    #: the choices wrapper models made to produce this response, outermost first
+    decisions: tuple[RouteDecision, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -151,6 +174,15 @@ class Model(abc.ABC):
     @property
     def context_length(self) -> int:
         return self.profile.context_length
+
+    async def route(self, messages: Sequence[Message]) -> tuple[Model, tuple[RouteDecision, ...]]:
+        """The model that will answer this conversation, and the decisions that picked it.
+
+        The agent asks once per run, before its first request, and then talks to (and reads the
+        profile of) the model returned. A plain backend returns itself; a router returns the
+        model its rules or classifier choose (itself routed in turn).
+        """
+        return self, ()
 
     async def prepare(self) -> None:  # noqa: B027 - optional hook, a no-op by default
         """Load what the first request would otherwise load (weights), ahead of time."""

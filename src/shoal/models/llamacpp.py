@@ -1,13 +1,14 @@
 """The embedded engine: llama.cpp in this process, through ``llama-cpp-python``.
 
-This is the only module that imports ``llama_cpp``, and it does so lazily, when a model is first
-loaded, so ``import shoal`` stays fast. One :class:`LlamaCppModel` holds one ``Llama`` instance,
+This module and :mod:`shoal.models.grammars` (which builds the grammars) are the only ones that
+import ``llama_cpp``, and they do so lazily, when a model is first loaded or a grammar first
+built, so ``import shoal`` stays fast. One :class:`LlamaCppModel` holds one ``Llama`` instance,
 loaded once and reused; requests are serialised on it (llama.cpp contexts are not thread-safe)
 and run in a worker thread so the event loop stays free while tokens are produced.
 
 Prompts are rendered with the GGUF's own chat template (:mod:`shoal.models.prompt`); tool calls
 and structured answers are constrained with a GBNF grammar built from the schemas
-(:mod:`shoal.toolcalls.grammar`) using llama.cpp's own JSON-schema converter.
+(:func:`shoal.models.grammars.grammar_for`) using llama.cpp's own JSON-schema converter.
 
 A turn evaluates only what is new. llama-cpp-python keeps the KV cache of the last sequence and
 evaluates only the tokens after the longest common prefix with it; on top of that, after every
@@ -54,6 +55,10 @@ from shoal.models.base import (
     ResponseDone,
     TextDelta,
 )
+from shoal.models.grammars import call_tools as _call_tools
+from shoal.models.grammars import grammar_for
+from shoal.models.grammars import import_llama_cpp as _import_llama_cpp
+from shoal.models.grammars import schema_converter as _schema_converter
 from shoal.models.guard import check_model_requests_allowed
 from shoal.models.prefix_cache import PrefixCache, common_prefix_length
 from shoal.models.profiles import ModelProfile, profile_from_gguf_metadata
@@ -66,8 +71,6 @@ from shoal.toolcalls import (
     ParsedOutput,
     TextStreamSplitter,
     build_arguments_grammar,
-    build_output_grammar,
-    build_tool_grammar,
     build_value_grammar,
     call_head,
     parse_model_output,
@@ -90,17 +93,6 @@ DEFAULT_MAX_CONTEXT = 4096
 DEFAULT_PREFIX_CACHE_MB = 256
 
 _END = object()
-
-
-def _import_llama_cpp() -> Any:
-    try:
-        import llama_cpp
-        import llama_cpp.llama_grammar
-    except ImportError as exc:  # pragma: no cover - depends on the installation
-        raise ModelLoadError(
-            "the embedded engine needs llama-cpp-python: pip install llama-cpp-python"
-        ) from exc
-    return llama_cpp
 
 
 class LlamaCppModel(Model):
@@ -244,18 +236,7 @@ class LlamaCppModel(Model):
 
     def grammar_for(self, params: ModelRequestParameters) -> str | None:
         """The GBNF text that constrains a request, or None for free text."""
-        tools = _call_tools(params)
-        if tools:
-            return build_tool_grammar(
-                tools,
-                allow_text=not params.call_required,
-                output_schema=params.output_schema,
-                converter_factory=_schema_converter,
-                copy_sources=params.copy_sources,
-            )
-        if params.output_schema is not None:
-            return build_output_grammar(params.output_schema, converter_factory=_schema_converter)
-        return None
+        return grammar_for(params)
 
     def _plan(self, params: ModelRequestParameters) -> _Plan:
         """How to decode: one grammar throughout, or decide the branch on the first token.
@@ -642,24 +623,6 @@ class _Finish:
     """How a sampling pass ended (``stop``, ``length``), after its text pieces."""
 
     reason: str
-
-
-def _call_tools(params: ModelRequestParameters) -> tuple[ToolDefinition, ...]:
-    """The tools a request may call, each with its narrowed call schema if it has one."""
-    return tuple(
-        t.model_copy(update={"parameters": params.call_schemas[t.name]})
-        if t.name in params.call_schemas
-        else t
-        for t in params.offered_tools()
-    )
-
-
-def _schema_converter() -> Any:
-    """llama.cpp's own JSON-schema-to-GBNF converter (see :mod:`shoal.toolcalls.grammar`)."""
-    llama_cpp = _import_llama_cpp()
-    return llama_cpp.llama_grammar.SchemaConverter(
-        prop_order={}, allow_fetch=False, dotall=False, raw_pattern=False
-    )
 
 
 def _sampling(settings: ModelSettings, stop: Sequence[str]) -> dict[str, Any]:

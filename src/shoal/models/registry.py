@@ -21,6 +21,11 @@ A model reference is a string or a :class:`~shoal.models.base.Model`:
   ``qwen2.5-coder-0.5b``, still map to their package source, as they always did; they resolve
   through the catalog like the rest.) Nothing is downloaded here: a missing model is a
   :class:`~shoal.exceptions.ModelNotInstalledError` naming the ``shoal models pull`` command.
+- a remote reference, ``PROVIDER:MODEL`` or ``PROVIDER:URL#MODEL`` (``ollama:qwen2.5:0.5b``,
+  ``vllm:http://host:8000/v1#Qwen/Qwen2.5-0.5B-Instruct``, ``openai:gpt-4o-mini``): an
+  :class:`~shoal.models.openai_compat.OpenAICompatModel` built by
+  :func:`shoal.models.providers.remote_model` (the provider names are reserved: no catalog
+  alias starts with one);
 - a path to a ``.gguf`` file, optionally prefixed ``llamacpp:`` (offloaded whole to a GPU when
   one is usable and holds it);
 - ``test``: a :class:`~shoal.models.test.TestModel` (no weights);
@@ -60,6 +65,7 @@ from shoal.models.assembled import (
 )
 from shoal.models.base import Model
 from shoal.models.llamacpp import LlamaCppModel
+from shoal.models.providers import is_remote_reference, parse_remote_reference, remote_model
 from shoal.models.test import TestModel
 from shoal.settings import cache_dir
 
@@ -668,6 +674,9 @@ def resolve_model(reference: str | Model) -> Model:
     ref = reference.strip()
     if ref == "test":
         return TestModel()
+    remote = parse_remote_reference(ref)
+    if remote is not None:
+        return remote_model(remote)
     if _is_path(ref):
         path = Path(ref.removeprefix("llamacpp:")).expanduser()
         if not path.is_file():
@@ -711,8 +720,11 @@ def _file_gpu_layers(path: Path) -> int:
 
 def estimated_memory_mb(reference: str) -> int | None:
     """What loading ``reference`` is expected to take (MB), without loading it; ``None`` when
-    unknown (``test``, an unknown alias, a missing file, nothing installed that fits)."""
+    unknown (``test``, an unknown alias, a missing file, nothing installed that fits); 0 for a
+    remote reference (its weights are in another process or machine)."""
     ref = reference.strip()
+    if is_remote_reference(ref):
+        return 0
     if _is_path(ref):
         from shoal.hardware import estimate_model_memory
 

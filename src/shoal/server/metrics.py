@@ -24,6 +24,7 @@ from prometheus_client import (
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from shoal.models.residency import UNLOAD_REASONS, ResidencySnapshot
+from shoal.observability import LIBRARY_REGISTRY
 
 __all__ = ["CONTENT_TYPE_LATEST", "ServerMetrics"]
 
@@ -103,7 +104,8 @@ class ServerMetrics:
         self.registry.register(_ResidencyCollector(snapshot))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        """The server's series, then the library's (:mod:`shoal.observability.metrics`)."""
+        return generate_latest(self.registry) + generate_latest(LIBRARY_REGISTRY)
 
 
 class _ResidencyCollector:

@@ -1,10 +1,13 @@
-"""Read an agent spec from YAML, with errors that point at the offending line.
+"""Read an agent spec or a deployment file from YAML, with errors that point at the offending line.
 
 An agent spec is a small YAML file that describes one agent (``docs/agent-spec.md`` has the
 long version)::
 
     name: support                       # required, letters, digits, '_' and '-'
-    model: smollm2-135m                 # optional, default "smollm2-135m"; any model reference
+    model: smollm2-135m                 # optional, default "smollm2-135m"; any model reference,
+                                        # or the name of an entry of models:
+    models:                             # optional: named models, routers, fallbacks, ...
+      small: smollm2-135m               # (see shoal.spec.models)
     instructions: |                     # optional system prompt
       You help customers with their orders.
     tools:                              # optional; "module:function" strings or mappings
@@ -23,11 +26,16 @@ long version)::
 Tool modules are looked up in the spec file's directory first, then on ``sys.path``; they are
 imported by :meth:`AgentSpec.build_agent`, never by :func:`load_agent_spec`.
 
+A deployment file (:func:`load_deployment`) is a ``models:`` section on its own, with an
+optional ``default:`` naming one of its entries.
+
 How line numbers are found: the text is composed into a YAML node tree (every node knows where
 it starts), the Python data is constructed from that same tree and validated by pydantic, and
 each pydantic error's ``loc`` (``("tools", 1, "timeout")``) is followed down the tree as far as
 it goes. The deepest node reached gives the line, so a missing key points at its mapping and an
-unknown or wrong key at the key itself.
+unknown or wrong key at the key itself. A check inside a nested model that means a place
+below the one pydantic reports puts the rest of the path in the error's context
+(:data:`~shoal.spec.models.BELOW_KEY`).
 """
 
 from __future__ import annotations
@@ -44,9 +52,10 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
 from shoal.exceptions import SpecError
+from shoal.spec.models import BELOW_KEY, DeploymentSpec, ModelEntry, entry_keys, entry_kind
 from shoal.spec.schema import AT_KEY, AgentSpec, Loc
 
-__all__ = ["load_agent_spec"]
+__all__ = ["load_agent_spec", "load_deployment"]
 
 #: Keys a spec file may not set although AgentSpec has them.
 _RESERVED_KEYS = frozenset({"source"})
@@ -61,24 +70,7 @@ def load_agent_spec(path: str | Path) -> AgentSpec:
     """
     display = str(path)
     source = Path(path).absolute()  # tools are imported from its directory, whatever the cwd
-    raw = _read(source, display)
-    text = _decode(raw, display)
-    root, data = _parse(text, display)
-
-    if root is None or not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
-        found = "an empty file" if root is None else f"a {_kind(data)}"
-        line = f":{_line(root)}" if root is not None else ""
-        raise SpecError(
-            f"the top level must be a mapping with at least a 'name:' key, found {found}",
-            location=display + line,
-        )
-    _check_duplicate_keys(root, display)
-    reserved = sorted(_RESERVED_KEYS & data.keys())
-    if reserved:
-        key = reserved[0]
-        raise SpecError(
-            _unknown_key_message(key, ()), location=f"{display}:{_line(_node_at(root, (key,)))}"
-        )
+    root, data = _document(source, display, AgentSpec, "at least a 'name:' key")
 
     try:
         spec = AgentSpec.model_validate({**_drop_empty_sections(data), "source": source})
@@ -88,8 +80,65 @@ def load_agent_spec(path: str | Path) -> AgentSpec:
     lines: dict[Loc, int] = {("tool_choice",): _line(_node_at(root, ("tool_choice",)))}
     for index in range(len(spec.tools)):
         lines["tools", index] = _line(_node_at(root, ("tools", index)))
+    lines.update(_model_lines(root, spec.models))
     spec._set_locations(display, lines)
     return spec
+
+
+def load_deployment(path: str | Path) -> DeploymentSpec:
+    """Read and validate the deployment file at ``path``: a ``models:`` section (see
+    :mod:`shoal.spec.models`) and an optional ``default:`` entry name.
+
+    Raises :class:`~shoal.exceptions.SpecError` (``location`` ``"file:line"``) as
+    :func:`load_agent_spec` does. Nothing is built and nothing is sent.
+    """
+    display = str(path)
+    source = Path(path).absolute()
+    root, data = _document(source, display, DeploymentSpec, "a 'models:' key")
+
+    try:
+        spec = DeploymentSpec.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        raise _spec_error(exc, root, display, DeploymentSpec) from None
+
+    lines = _model_lines(root, spec.models)
+    lines["default",] = _line(_node_at(root, ("default",)))
+    spec._set_locations(display, lines)
+    return spec
+
+
+def _document(
+    source: Path, display: str, schema: type[BaseModel], expected: str
+) -> tuple[yaml.Node, dict[Any, Any]]:
+    """The file's node tree and data: a mapping with no duplicate or reserved keys."""
+    raw = _read(source, display)
+    text = _decode(raw, display)
+    root, data = _parse(text, display)
+
+    if root is None or not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
+        found = "an empty file" if root is None else f"a {_kind(data)}"
+        line = f":{_line(root)}" if root is not None else ""
+        raise SpecError(
+            f"the top level must be a mapping with {expected}, found {found}",
+            location=display + line,
+        )
+    _check_duplicate_keys(root, display)
+    reserved = sorted(_RESERVED_KEYS & data.keys())
+    if reserved:
+        key = reserved[0]
+        raise SpecError(
+            _unknown_key_message(key, (), schema),
+            location=f"{display}:{_line(_node_at(root, (key,)))}",
+        )
+    return root, data
+
+
+def _model_lines(root: yaml.Node, models: Mapping[str, ModelEntry]) -> dict[Loc, int]:
+    """The lines of ``model:`` and of each entry of ``models:`` (where building may fail)."""
+    lines: dict[Loc, int] = {("model",): _line(_node_at(root, ("model",)))}
+    for name in models:
+        lines["models", name] = _line(_node_at(root, ("models", name)))
+    return lines
 
 
 # -- reading --------------------------------------------------------------------------------
@@ -140,7 +189,7 @@ def _parse(text: str, display: str) -> tuple[yaml.Node | None, Any]:
 
 def _drop_empty_sections(data: dict[Any, Any]) -> dict[Any, Any]:
     """``tools:``, ``settings:`` or ``instructions:`` with nothing after them mean "none"."""
-    optional = ("instructions", "tools", "settings")
+    optional = ("instructions", "tools", "settings", "models")
     return {k: v for k, v in data.items() if not (k in optional and v is None)}
 
 
@@ -179,12 +228,17 @@ def _walk(node: yaml.Node) -> Iterator[yaml.Node]:
 # -- errors ---------------------------------------------------------------------------------
 
 
-def _spec_error(exc: ValidationError, root: yaml.Node, display: str) -> SpecError:
+def _spec_error(
+    exc: ValidationError,
+    root: yaml.Node,
+    display: str,
+    schema: type[BaseModel] = AgentSpec,
+) -> SpecError:
     """One SpecError for all of pydantic's errors: the first by line, the others listed."""
     found: list[tuple[int, str]] = []
     for error in exc.errors(include_url=False):
         loc = _error_loc(error)
-        found.append((_line(_node_at(root, loc)), _error_message(error, loc)))
+        found.append((_line(_node_at(root, loc)), _error_message(error, loc, schema, root)))
     found.sort(key=lambda item: item[0])
     (line, message), rest = found[0], found[1:]
     if rest:
@@ -195,13 +249,14 @@ def _spec_error(exc: ValidationError, root: yaml.Node, display: str) -> SpecErro
 def _error_loc(error: ErrorDetails) -> Loc:
     ctx = error.get("ctx") or {}
     at = ctx.get(AT_KEY)
-    return tuple(at) if at is not None else tuple(error["loc"])
+    loc = tuple(at) if at is not None else tuple(error["loc"])
+    return loc + tuple(ctx.get(BELOW_KEY) or ())
 
 
-def _error_message(error: ErrorDetails, loc: Loc) -> str:
+def _error_message(error: ErrorDetails, loc: Loc, schema: type[BaseModel], root: yaml.Node) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
-        return _unknown_key_message(str(loc[-1]), loc[:-1])
+        return _unknown_key_message(str(loc[-1]), loc[:-1], schema, root)
     if kind == "invalid_key":
         where = f" in {_format_loc(loc[:-1])}" if len(loc) > 1 else ""
         return f"key {loc[-1]!r}{where} must be a string"
@@ -215,8 +270,10 @@ def _error_message(error: ErrorDetails, loc: Loc) -> str:
     return f"{path}: {message}" if path else message
 
 
-def _unknown_key_message(key: str, parent: Loc) -> str:
-    known = _known_keys(parent)
+def _unknown_key_message(
+    key: str, parent: Loc, schema: type[BaseModel] = AgentSpec, root: yaml.Node | None = None
+) -> str:
+    known = _known_keys(parent, schema, root)
     where = f" in {_format_loc(parent)}" if parent else ""
     message = f"unknown key {key!r}{where}"
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
@@ -225,23 +282,53 @@ def _unknown_key_message(key: str, parent: Loc) -> str:
     return f"{message}; expected one of: {', '.join(known)}" if known else message
 
 
-def _known_keys(parent: Loc) -> list[str]:
-    """The keys the mapping at ``parent`` accepts, found by walking AgentSpec's field types."""
-    model: type[BaseModel] | None = AgentSpec
-    for part in parent:
+def _known_keys(parent: Loc, schema: type[BaseModel], root: yaml.Node | None) -> list[str]:
+    """The keys the mapping at ``parent`` accepts, found by walking the schema's field types
+    (an entry of ``models:`` accepts the keys of the kind its own keys say it is)."""
+    model: type[BaseModel] | None = schema
+    mapping_key = False  # the next part is a key of a dict field (an entry's name)
+    for depth, part in enumerate(parent):
         if isinstance(part, int) or model is None:
             continue
+        if mapping_key:
+            mapping_key = False
+            continue
+        if model is ModelEntry:  # which fields depends on the kind the entry's keys say
+            model = entry_kind(_keys_at(root, parent[:depth]))
+            if model is None:
+                continue
         field = model.model_fields.get(part)
         model = _model_in(field.annotation) if field is not None else None
+        mapping_key = field is not None and typing.get_origin(field.annotation) is dict
+    if model is ModelEntry:
+        return entry_keys(_keys_at(root, parent))
     if model is None:
         return []
     return [name for name in model.model_fields if name not in _RESERVED_KEYS]
 
 
+def _keys_at(root: yaml.Node | None, loc: Loc) -> list[str]:
+    """The keys of the mapping at ``loc`` (none if there is no mapping there)."""
+    node = root
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = _mapping_entry(node.value, str(part))
+            node = match[1] if match is not None else None
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            node = node.value[part] if 0 <= part < len(node.value) else None
+        else:
+            node = None
+    if not isinstance(node, yaml.MappingNode):
+        return []
+    return [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+
+
 def _model_in(annotation: Any) -> type[BaseModel] | None:
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):
         return annotation
-    if typing.get_origin(annotation) in (tuple, list, typing.Union, types.UnionType):
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _model_in(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) in (tuple, list, dict, typing.Union, types.UnionType):
         for arg in typing.get_args(annotation):
             found = _model_in(arg)
             if found is not None:

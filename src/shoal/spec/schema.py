@@ -4,7 +4,8 @@ The YAML format is described in :mod:`shoal.spec.loader` (and ``docs/agent-spec.
 module holds what a file turns into once it has been checked, and turns that into a running
 :class:`~shoal.agent.Agent` with :meth:`AgentSpec.build_agent`. Tools are only named here
 (``module:function``); they are imported when an agent is built, not when a spec is loaded, so
-``shoal`` can check a spec without running any of the user's code.
+``shoal`` can check a spec without running any of the user's code. A ``models:`` section (named
+models, routers and the like: :mod:`shoal.spec.models`) lets ``model:`` name one of its entries.
 """
 
 from __future__ import annotations
@@ -30,9 +31,11 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from shoal.agent import Agent
-from shoal.exceptions import SpecError, ToolDefinitionError
+from shoal.exceptions import SpecError, ToolDefinitionError, UserError
 from shoal.models import DEFAULT_MODEL, Model
+from shoal.models.registry import resolve_model
 from shoal.settings import ModelSettings
+from shoal.spec.models import ModelTable, Resolve, build_model, build_models, model_name_problem
 from shoal.threads import ThreadStore
 from shoal.tools import Tool, as_tool, tool
 
@@ -133,7 +136,10 @@ class AgentSpec(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
+    #: a model reference, or the name of an entry of ``models``
     model: str = Field(default=DEFAULT_MODEL, min_length=1)
+    #: named models (:mod:`shoal.spec.models`)
+    models: ModelTable = Field(default_factory=dict)
     instructions: str = ""
     tools: tuple[ToolSpec, ...] = ()
     settings: ModelSettings = Field(default_factory=ModelSettings)
@@ -170,6 +176,17 @@ class AgentSpec(BaseModel):
                     f"tool name {entry.tool_name!r} is already used by tools[{first}]; "
                     "give one of them another 'name:'",
                     ("tools", index),
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _check_model_name(self) -> Self:
+        # without a models: section, model: is any reference, resolved when the agent runs
+        if self.models and "model" in self.model_fields_set:
+            problem = model_name_problem(self.model, self.models)
+            if problem is not None:
+                raise PydanticCustomError(
+                    "model_name", "{message}", {"message": problem, AT_KEY: ("model",)}
                 )
         return self
 
@@ -229,17 +246,34 @@ class AgentSpec(BaseModel):
             )
         return tools
 
+    def build_models(self, resolve: Resolve = resolve_model) -> dict[str, Model]:
+        """Every entry of ``models:`` as a :class:`Model`.
+
+        See :func:`shoal.spec.models.build_models`; errors point at the entry's line.
+        """
+        return build_models(self.models, resolve=resolve, location=self.location)
+
     def build_agent(
-        self, *, model: str | Model | None = None, store: ThreadStore | None = None
+        self,
+        *,
+        model: str | Model | None = None,
+        store: ThreadStore | None = None,
+        resolve: Resolve = resolve_model,
     ) -> Agent[str]:
         """The :class:`~shoal.agent.Agent` this spec describes.
 
         ``model`` replaces the spec's model (a reference string or a :class:`Model` instance);
         a string is resolved by the agent when it first runs, so building loads no weights.
+        When the spec's ``model:`` names an entry of ``models:``, that entry and the entries it
+        uses are built (no request is sent; see :func:`shoal.spec.models.build_models`).
+        ``resolve`` turns references into models: with the default,
+        :func:`~shoal.models.registry.resolve_model`, a plain ``model:`` and the references
+        written inside wrappers are resolved on first use; any other ``resolve`` is called for
+        every reference while building.
         """
         return Agent(
             self.name,
-            model if model is not None else self.model,
+            model if model is not None else self._model(resolve),
             instructions=self.instructions,
             tools=self.build_tools(),
             settings=self.settings,
@@ -248,6 +282,18 @@ class AgentSpec(BaseModel):
             retries=self.retries,
             store=store,
         )
+
+    def _model(self, resolve: Resolve) -> str | Model:
+        if self.model in self.models:
+            return build_model(self.models, self.model, resolve=resolve, location=self.location)
+        if resolve is resolve_model:  # the agent resolves the reference on first use
+            return self.model
+        try:
+            return resolve(self.model)
+        except UserError as exc:
+            if isinstance(exc, SpecError):
+                raise
+            raise SpecError(f"model: {exc}", location=self.location(("model",))) from exc
 
     def _build_tool(self, entry: ToolSpec, loc: Loc) -> Tool:
         where = self.location(loc)

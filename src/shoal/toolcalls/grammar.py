@@ -50,8 +50,10 @@ def call_head(tool_name: str) -> str:
 
 #: free text that does not start like a tag; the engine stops it at end-of-turn
 _FREE_TEXT = "[^<\\x00] [^\\x00]*"
-#: free text that cannot open a tool call (the answer when tools exist but may not be called)
-NO_CALL_GRAMMAR = f"root ::= {_FREE_TEXT}\n"
+#: free text that cannot open a tool call (the answer when tools exist but may not be called):
+#: not a tag, and not a JSON object, list or code fence either, which is how small models
+#: (Qwen's) write a call in their own format when told they may not call
+NO_CALL_GRAMMAR = "root ::= [^<{[`\\x00] [^\\x00]*\n"
 
 
 class SchemaConverter(Protocol):
