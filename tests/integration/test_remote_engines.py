@@ -10,6 +10,10 @@ Invariants only (names, validation, decisions), never prose.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +27,7 @@ from shoal.models import (
     EscalatingModel,
     FallbackModel,
     FunctionModel,
+    ModelProfile,
     ModelRequestParameters,
     ResponseDone,
     RouterModel,
@@ -231,9 +236,33 @@ async def test_escalation_reaches_the_remote_tier_when_the_first_fails(
     def broken(messages: list[Message], params: ModelRequestParameters) -> str:
         return '<tool_call>\n{"name": "get_weather", "arguments": {"town": 3}}\n</tool_call>'
 
-    tiers = EscalatingModel([FunctionModel(broken, name="tiny"), via_shoal], attempts=1)
-    agent = Agent("tiers", tiers, tools=[get_weather], tool_choice="get_weather", max_steps=2)
+    # the tiny tier stands for an engine that constrains decoding (as every real backend does):
+    # the loop then asks for constrained output, and the remote tier uses its strongest mechanism
+    tiny = FunctionModel(broken, name="tiny", profile=ModelProfile(supports_grammar=True))
+    tiers = EscalatingModel([tiny, via_shoal], attempts=1)
+    agent = Agent(
+        "tiers", tiers, tools=[get_weather], tool_choice="get_weather", settings=GREEDY, max_steps=2
+    )
     result = await agent.run("What's the weather in Lima?")
     assert (result.decisions[0].kind, result.decisions[0].model) == ("escalation", "via-shoal")
+    assert result.tool_calls, (result.notes, result.new_messages)
     assert result.tool_calls[0].outcome == "ok"
     assert result.retries == 0  # the loop never saw the tiny model's broken call
+
+
+def test_shoal_models_probe_reports_the_real_server(llama_server: LlamaCppServer) -> None:
+    reference = f"llamacpp-server:{llama_server.base}/v1#smollm2-135m"
+    done = subprocess.run(
+        [sys.executable, "-m", "shoal.cli.main", "models", "probe", reference, "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),  # SHOAL_CACHE_DIR: this test's own cache
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["model"] == "llamacpp-server:smollm2-135m"
+    assert report["server"] == "llama-cpp-python"
+    assert report["grammar"] is True
+    assert report["probed"] is True

@@ -24,7 +24,7 @@ from shoal.exceptions import (
     UnknownModelError,
 )
 from shoal.messages import AssistantMessage, Message, ToolMessage, UserMessage
-from shoal.models import ALIASES
+from shoal.models import ALIASES, allow_model_requests
 from shoal.threads import SQLiteThreadStore
 
 THREAD_LINE = re.compile(r"^\[thread (thread_\w+)\]$", re.MULTILINE)
@@ -480,3 +480,57 @@ def test_serve_refuses_a_port_in_use(capsys: pytest.CaptureFixture[str]) -> None
         port = busy.getsockname()[1]
         assert main(["serve", "--port", str(port)]) == 2
     assert f"port {port} on 127.0.0.1 is already in use" in capsys.readouterr().err
+
+
+def test_run_shows_which_model_a_router_chose(
+    tmp_path: Path, db: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    spec = tmp_path / "routed.yaml"
+    spec.write_text(
+        textwrap.dedent(
+            """\
+            name: routed
+            models:
+              main:
+                router:
+                  rules:
+                    - {pattern: "order", route: orders}
+                  routes: {orders: test, other: test}
+                  default: other
+            model: main
+            """
+        ),
+        encoding="utf-8",
+    )
+    args = ["run", str(spec), "Where is order 1042?", "--db", str(db)]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "⇢ main: rule → test (pattern 'order')" in err
+
+    assert main([*args, "--json"]) == 0
+    decisions = json.loads(capsys.readouterr().out)["decisions"]
+    assert decisions == [
+        {"router": "main", "kind": "rule", "model": "test", "reason": "pattern 'order'"}
+    ]
+
+
+def test_models_probe_refuses_a_model_that_is_not_remote(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(["models", "probe", "test"]) == 2
+    assert "is not a remote model" in capsys.readouterr().err
+
+
+def test_models_probe_says_when_the_server_is_not_running(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reference = f"openai-compat:http://127.0.0.1:{port}/v1#m"
+    with allow_model_requests(True):
+        assert main(["models", "probe", reference]) == 6
+    err = capsys.readouterr().err
+    assert f"cannot connect to http://127.0.0.1:{port}" in err
+    assert "is the server running?" in err
+    assert "Traceback" not in err

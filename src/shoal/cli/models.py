@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
+from shoal.cli.probe import probe
 from shoal.exceptions import (
     DownloadError,
     IntegrityError,
@@ -688,3 +689,6 @@ def _verdict(row: dict[str, Any]) -> str:
     if row.get("best_error"):
         return f"not installed; does not fit: {_short(row['best_error'])}"
     return f"not installed ({row['source']})"
+
+
+models.add_command(probe)

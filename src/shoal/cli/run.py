@@ -77,6 +77,7 @@ def result_to_json(result: RunResult[Any]) -> dict[str, Any]:
         "retries": result.retries,
         "trimmed_messages": result.trimmed_messages,
         "notes": result.notes,
+        "decisions": [d.model_dump(exclude={"usage"}) for d in result.decisions],
     }
 
 
@@ -101,6 +102,9 @@ async def _run_once(
             echo(f"{mark} {_preview(record.content)}", err=True)
         elif isinstance(event, FinalEvent):
             result = event.result
+            for decision in result.decisions:
+                why = f" ({decision.reason})" if decision.reason else ""
+                echo(f"⇢ {decision.router}: {decision.kind} → {decision.model}{why}", err=True)
             if not streamed and result.output != "":
                 echo(str(result.output), nl=False)
             echo("")

@@ -18,9 +18,15 @@ __all__ = ["serve"]
 @click.option(
     "--model",
     "default_model",
-    default=DEFAULT_MODEL,
-    show_default=True,
-    help="Model loaded at start and used when a request names none.",
+    default=None,
+    help="Model loaded at start and used when a request names none "
+    f"[default: the deployment's default, else {DEFAULT_MODEL}].",
+)
+@click.option(
+    "--deployment",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Deployment file (YAML, a models: section and a default:): its named models "
+    "(remote endpoints, routers, fallbacks, escalation tiers) are served under their names.",
 )
 @click.option(
     "--agent",
@@ -98,7 +104,8 @@ __all__ = ["serve"]
 def serve(
     host: str,
     port: int,
-    default_model: str,
+    default_model: str | None,
+    deployment: Path | None,
     agents: tuple[Path, ...],
     api_keys: tuple[str, ...],
     db: Path | None,
@@ -120,10 +127,17 @@ def serve(
     residency = residency_settings(
         max_memory=max_memory, max_loaded_models=max_loaded_models, keep_alive=keep_alive
     )
+    if default_model is None:
+        default_model = DEFAULT_MODEL
+        if deployment is not None:
+            from shoal.spec import load_deployment
+
+            default_model = load_deployment(deployment).default_name() or DEFAULT_MODEL
     settings = ServerSettings(
         host=host,
         port=port,
         default_model=default_model,
+        deployment=deployment,
         agent_specs=agents,
         api_keys=tuple(dict.fromkeys(keys)),
         database=db,

@@ -261,6 +261,17 @@ class OpenAICompatModel(Model):
         """Probe the endpoint now (otherwise the first request does)."""
         await self._capabilities()
 
+    async def probe_endpoint(self, *, refresh: bool = False) -> Capabilities:
+        """What the endpoint honours: cached, or probed now (always with ``refresh``); the
+        result is what later requests use."""
+        if refresh:
+            self._client()
+            assert self._probe_lock is not None
+            async with self._probe_lock:
+                self._caps = await self._probe_capabilities(refresh=True)
+            return self._caps
+        return await self._capabilities()
+
     async def health(self) -> bool:
         """Whether ``GET {base_url}/models`` gets an answer below 500 within 2 seconds: the
         server is up (an Azure deployment URL has no ``/models`` and answers 404; a key the
@@ -289,7 +300,7 @@ class OpenAICompatModel(Model):
                 self._caps = await self._probe_capabilities()
         return self._caps
 
-    async def _probe_capabilities(self) -> Capabilities:
+    async def _probe_capabilities(self, *, refresh: bool = False) -> Capabilities:
         try:
             return await probe_and_cache(
                 self._probe_post,
@@ -297,6 +308,7 @@ class OpenAICompatModel(Model):
                 model=self.model,
                 provider=self.provider,
                 key=f"{self.base_url}#{self.model}",
+                refresh=refresh,
             )
         except RemoteModelError as exc:
             if exc.status is None:
@@ -391,17 +403,18 @@ class OpenAICompatModel(Model):
         import httpx
 
         reason = str(exc) or type(exc).__name__
+        tries = "1 attempt" if attempts == 1 else f"{attempts} attempts"
         if isinstance(exc, httpx.ConnectTimeout):
             message = (
                 f"{self.name}: could not connect to {url} within {self.connect_timeout:g} s "
-                f"({attempts} attempts): is the server running and reachable?"
+                f"({tries}): is the server running and reachable?"
             )
             return ModelTimeoutError(message, url=url)
         if isinstance(exc, httpx.ConnectError):
             message = f"{self.name}: cannot connect to {url} ({reason}): is the server running?"
         else:
             message = f"{self.name}: the connection to {url} failed ({reason})"
-        return RemoteModelError(f"{message} [{attempts} attempts]", url=url)
+        return RemoteModelError(f"{message} [{tries}]", url=url)
 
     def _timeout_error(self, url: str, exc: Exception) -> ModelTimeoutError:
         return ModelTimeoutError(

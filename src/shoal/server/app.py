@@ -32,7 +32,7 @@ from shoal.server.response_store import MEMORY, ResponseStore
 from shoal.server.settings import ServerSettings
 from shoal.server.state import HostedAgent, ServerState
 from shoal.settings import data_dir
-from shoal.spec import load_agent_spec
+from shoal.spec import load_agent_spec, load_deployment
 from shoal.threads import InMemoryThreadStore, SQLiteThreadStore, ThreadStore
 
 __all__ = ["create_app"]
@@ -73,6 +73,10 @@ def create_app(
         # stored responses share the database file; in memory when the threads are
         responses=ResponseStore(MEMORY if isinstance(threads_store, InMemoryThreadStore) else db),
     )
+    if settings.deployment is not None:
+        deployment = load_deployment(settings.deployment)
+        for name, model in deployment.build_models(resolve=pool.make_model).items():
+            pool.add_named(name, model)
     state.agents = _hosted_agents(state)
 
     @contextlib.asynccontextmanager
@@ -113,7 +117,14 @@ def _hosted_agents(state: ServerState) -> dict[str, HostedAgent]:
             raise UserError(f"two agent specs are named {spec.name!r} ({path})")
         if spec.name in state.pool.servable():
             raise UserError(f"agent {spec.name!r} ({path}) has the name of a model; rename it")
-        engine = state.pool.get(spec.model)
+        if spec.model in spec.models:
+            # the spec names one of its own models: built here, served as "agent.entry"
+            reference = f"{spec.name}.{spec.model}"
+            built = spec.build_models(resolve=state.pool.make_model)
+            state.pool.add_named(reference, built[spec.model])
+            engine = state.pool.get(reference)
+        else:
+            engine = state.pool.get(spec.model)
         agent = spec.build_agent(model=engine.model, store=state.store)
         agents[spec.name] = HostedAgent(agent, engine.reference, _first_line(spec.instructions))
     return agents

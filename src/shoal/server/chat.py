@@ -100,8 +100,17 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     message: dict[str, Any] = {"role": "assistant", "content": answer_text(result)}
     if result.pending_calls:
         message["tool_calls"] = [openai_tool_call(c) for c in result.pending_calls]
+    extra: dict[str, Any] = {}
+    if result.decisions:
+        # a routed model (deployment file): which model answered and why, beside the OpenAI
+        # fields (clients ignore keys they do not know)
+        extra["shoal"] = {
+            "answered_by": result.model_name,
+            "decisions": [d.model_dump(exclude={"usage"}) for d in result.decisions],
+        }
     return JSONResponse(
         {
+            **extra,
             "id": completion_id(),
             "object": "chat.completion",
             "created": now(),

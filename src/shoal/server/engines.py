@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from shoal.exceptions import MemoryBudgetError, OverloadedError, UnknownModelError
+from shoal.exceptions import MemoryBudgetError, OverloadedError, UnknownModelError, UserError
 from shoal.models import (
     ALIASES,
     Model,
@@ -40,6 +40,7 @@ from shoal.models import (
     ResidencySettings,
     ResidencySnapshot,
     WorkerModel,
+    is_remote_reference,
     resolve_model,
 )
 from shoal.models.catalog import split_reference
@@ -223,6 +224,8 @@ class EnginePool:
         self.load_timeout = load_timeout
         self._factory = factory
         self._engines: dict[str, Engine] = {}
+        #: models built from a deployment file or an agent spec's ``models:``, by name
+        self._named: dict[str, Model] = {}
         #: keeps the loaded models within the limits (None settings: no limits)
         self.residency = (
             ResidencyManager(on_event=self._on_residency)
@@ -236,22 +239,35 @@ class EnginePool:
         return self.references[0]
 
     def servable(self) -> list[str]:
-        """What ``GET /v1/models`` lists: the configured models, then every known alias."""
-        return list(dict.fromkeys([*self.references, *ALIASES]))
+        """What ``GET /v1/models`` lists: the configured models, the named ones, then every
+        known alias."""
+        return list(dict.fromkeys([*self.references, *self._named, *ALIASES]))
+
+    def add_named(self, name: str, model: Model) -> None:
+        """Serve ``model`` (built from a deployment or a spec's ``models:``) as ``name``."""
+        if name in self._named or name in ALIASES:
+            what = "another named model" if name in self._named else "a catalog alias"
+            raise UserError(f"the model name {name!r} is already {what}; rename it")
+        self._named[name] = model
 
     def get(self, reference: str | None) -> Engine:
         """The engine for ``reference`` (None: the default model), created if needed."""
         ref = (reference or self.default).strip()
         engine = self._engines.get(ref)
         if engine is None:
-            if ref not in self.references and split_reference(ref)[0] not in ALIASES:
+            named = self._named.get(ref)
+            if (
+                named is None
+                and ref not in self.references
+                and split_reference(ref)[0] not in ALIASES
+            ):
                 raise UnknownModelError(
                     f"the model {ref!r} is not served here; "
                     f"models: {', '.join(self.servable())} (see GET /v1/models)"
                 )
             engine = self._engines[ref] = Engine(
                 ref,
-                self._make_model(ref),
+                named if named is not None else self.make_model(ref),
                 max_active=self.max_active,
                 max_queue=self.max_queue,
                 metrics=self.metrics,
@@ -259,10 +275,13 @@ class EnginePool:
             )
         return engine
 
-    def _make_model(self, reference: str) -> Model:
+    def make_model(self, reference: str) -> Model:
+        """The model for a reference, as this server runs it: in a worker process when
+        isolating (embedded engines), in-process otherwise; a remote endpoint is a client
+        either way (nothing of it runs here to isolate)."""
         if self._factory is not None:
             return self._factory(reference)
-        if not self.isolate:
+        if not self.isolate or is_remote_reference(reference):
             return resolve_model(reference)
         if reference.endswith(".gguf") and not Path(reference).expanduser().is_file():
             raise UnknownModelError(f"model file not found: {reference}")

@@ -39,6 +39,9 @@ class ServerSettings:
     models: tuple[str, ...] = ()
     #: agent spec files hosted by the server (addressed by agent name as the ``model``)
     agent_specs: tuple[Path, ...] = ()
+    #: a deployment file (``models:``, ``default:``): its named models (remote endpoints,
+    #: routers, fallbacks, escalation tiers) are served under their names
+    deployment: Path | None = None
     #: Bearer tokens accepted; empty: no authentication (only allowed on a loopback address)
     api_keys: tuple[str, ...] = ()
     #: SQLite file of threads and stored responses

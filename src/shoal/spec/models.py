@@ -739,14 +739,20 @@ class DeploymentSpec(BaseModel):
         self._display = display
         self._lines = dict(lines)
 
+    def default_name(self) -> str | None:
+        """The entry a request naming no model gets: ``default``, else the first entry."""
+        return self.default or next(iter(self.models), None)
+
     def build_models(self, resolve: Resolve = resolve_model) -> dict[str, Model]:
         """Every entry as a :class:`~shoal.models.base.Model` (see :func:`build_models`)."""
         return build_models(self.models, resolve=resolve, location=self.location)
 
     def build_model(self, name: str | None = None, *, resolve: Resolve = resolve_model) -> Model:
-        """The entry ``name`` (default: ``default``, else the first entry), built with only
-        the entries it needs."""
-        name = name if name is not None else (self.default or next(iter(self.models)))
+        """The entry ``name`` (default: :meth:`default_name`), built with only the entries it
+        needs."""
+        name = name if name is not None else self.default_name()
+        if name is None:
+            raise SpecError("the deployment declares no models", location=self.location())
         if name not in self.models:
             raise SpecError(
                 f"no model named {name!r} in the deployment{_did_you_mean(name, self.models)}",
