@@ -15,6 +15,7 @@ serialise it with ``model_dump_json`` and read it back with :data:`MESSAGE_ADAPT
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
@@ -31,6 +32,7 @@ __all__ = [
     "ToolMessage",
     "Usage",
     "UserMessage",
+    "last_user_text",
     "new_call_id",
 ]
 
@@ -91,6 +93,14 @@ class ToolDefinition(_Frozen):
     name: str
     description: str = ""
     parameters: dict[str, Any] = Field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+def last_user_text(messages: Sequence[Message]) -> str:
+    """The text of the last user message (``""`` when there is none)."""
+    for message in reversed(messages):
+        if isinstance(message, UserMessage):
+            return message.content
+    return ""
 
 
 #: ``"auto"``: text or a call; ``"none"``: text only; ``"required"``: some call;

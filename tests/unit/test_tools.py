@@ -55,6 +55,7 @@ def test_public_api() -> None:
         "ToolScore",
         "as_tool",
         "check_output_schema",
+        "decode_answer",
         "format_tool_result",
         "mentioned_parameters",
         "narrow_to_mentioned",

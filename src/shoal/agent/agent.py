@@ -62,6 +62,7 @@ from shoal.messages import (
     ToolMessage,
     Usage,
     UserMessage,
+    last_user_text,
 )
 from shoal.models import (
     DEFAULT_MODEL,
@@ -80,10 +81,10 @@ from shoal.tools import (
     Tool,
     as_tool,
     check_output_schema,
+    decode_answer,
     format_tool_result,
     narrow_to_mentioned,
     relevant_tools,
-    schema_problem,
 )
 
 __all__ = ["TOOL_STRATEGIES", "Agent"]
@@ -361,7 +362,7 @@ class _Run:
         self.force_text = False
         self.done_calls: dict[str, ToolCallRecord] = {}
         self.pending: list[ToolCall] = []
-        self.query = user.content if user is not None else _last_user_text(history)
+        self.query = user.content if user is not None else last_user_text(history)
         self.selected: tuple[str, ...] = ()
         #: the previous step's output was unusable or its call invalid (so it is retried)
         self.last_step_failed = False
@@ -616,14 +617,7 @@ class _Run:
         schema = self.agent._raw_output_schema
         if schema is None:
             return text
-        try:
-            value = json.loads(text)
-        except ValueError as exc:
-            raise ValueError("the answer is not JSON") from exc
-        problem = schema_problem(value, schema)
-        if problem is not None:
-            raise ValueError(f"the answer does not match the required format ({problem})")
-        return value
+        return decode_answer(text, schema)
 
     def _spend_retry(self, why: str) -> None:
         self.retries_used += 1
@@ -745,13 +739,6 @@ def _enum_choice(text: str, names: Sequence[str]) -> str | None:
     if isinstance(decoded, str):
         value = decoded.strip()
     return value if value in names else None
-
-
-def _last_user_text(history: Sequence[Message]) -> str:
-    for message in reversed(history):
-        if isinstance(message, UserMessage):
-            return message.content
-    return ""
 
 
 def _clip(text: str) -> str:

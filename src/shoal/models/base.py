@@ -81,6 +81,19 @@ class ModelRequestParameters:
             t for t in self.tools if self.allowed_tools is None or t.name in self.allowed_tools
         )
 
+    def narrowed(self, tools: Sequence[ToolDefinition]) -> tuple[ToolDefinition, ...]:
+        """``tools``, each with its narrowed call schema (:attr:`call_schemas`) if it has one."""
+        return tuple(
+            t.model_copy(update={"parameters": self.call_schemas[t.name]})
+            if t.name in self.call_schemas
+            else t
+            for t in tools
+        )
+
+    def call_tools(self) -> tuple[ToolDefinition, ...]:
+        """The tools the request may call, as a call to each must look (narrowed)."""
+        return self.narrowed(self.offered_tools())
+
     @property
     def call_required(self) -> bool:
         return self.tool_choice not in ("auto", "none") and bool(self.offered_tools())

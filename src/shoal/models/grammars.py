@@ -1,12 +1,12 @@
 """The GBNF grammar that constrains a request, shared by every backend that can take one.
 
 :func:`grammar_for` turns a request's offered tools (each with its narrowed call schema, see
-:func:`call_tools`) and its answer schema into one GBNF grammar
+``params.call_tools()``) and its answer schema into one GBNF grammar
 (:mod:`shoal.toolcalls.grammar`): text or a Hermes call in ``auto`` mode, only a call when one
 is required, a JSON value matching ``output_schema`` for a structured answer. The embedded engine
 (:mod:`shoal.models.llamacpp`) decodes under it in-process; the HTTP backend
 (:mod:`shoal.models.openai_compat`) sends the same text in the body's ``grammar`` field to a
-server that honours one (llama-server, llama-cpp-python's server, ``shoal serve``), so a call is
+server that honours one (llama-server, llama-cpp-python's server), so a call is
 equally impossible to get wrong on both.
 
 The per-schema rules come from llama.cpp's own JSON-schema-to-GBNF converter
@@ -20,11 +20,10 @@ from __future__ import annotations
 from typing import Any
 
 from shoal.exceptions import ModelLoadError
-from shoal.messages import ToolDefinition
 from shoal.models.base import ModelRequestParameters
 from shoal.toolcalls import build_output_grammar, build_tool_grammar
 
-__all__ = ["call_tools", "grammar_for", "import_llama_cpp", "schema_converter"]
+__all__ = ["grammar_for", "import_llama_cpp", "schema_converter"]
 
 
 def import_llama_cpp() -> Any:
@@ -40,16 +39,6 @@ def import_llama_cpp() -> Any:
     return llama_cpp
 
 
-def call_tools(params: ModelRequestParameters) -> tuple[ToolDefinition, ...]:
-    """The tools a request may call, each with its narrowed call schema if it has one."""
-    return tuple(
-        t.model_copy(update={"parameters": params.call_schemas[t.name]})
-        if t.name in params.call_schemas
-        else t
-        for t in params.offered_tools()
-    )
-
-
 def schema_converter() -> Any:
     """llama.cpp's own JSON-schema-to-GBNF converter (see :mod:`shoal.toolcalls.grammar`)."""
     llama_cpp = import_llama_cpp()
@@ -60,7 +49,7 @@ def schema_converter() -> Any:
 
 def grammar_for(params: ModelRequestParameters) -> str | None:
     """The GBNF text that constrains a request, or None for free text."""
-    tools = call_tools(params)
+    tools = params.call_tools()
     if tools:
         return build_tool_grammar(
             tools,

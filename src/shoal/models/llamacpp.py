@@ -55,14 +55,13 @@ from shoal.models.base import (
     ResponseDone,
     TextDelta,
 )
-from shoal.models.grammars import call_tools as _call_tools
 from shoal.models.grammars import grammar_for
 from shoal.models.grammars import import_llama_cpp as _import_llama_cpp
 from shoal.models.grammars import schema_converter as _schema_converter
 from shoal.models.guard import check_model_requests_allowed
 from shoal.models.prefix_cache import PrefixCache, common_prefix_length
 from shoal.models.profiles import ModelProfile, profile_from_gguf_metadata
-from shoal.models.prompt import ChatTemplate, to_chat_turns
+from shoal.models.prompt import ChatTemplate, request_turns
 from shoal.models.residency import default_residency
 from shoal.settings import ModelSettings, merge_settings
 from shoal.toolcalls import (
@@ -212,12 +211,7 @@ class LlamaCppModel(Model):
         """The exact prompt text a request sends to the engine."""
         self.load()
         assert self._template is not None
-        profile = self.profile
-        if profile.tool_result_style == "context":
-            # tools are described only while they may be called; results become information
-            turns = to_chat_turns(messages, params.described_tools(), result_style="context")
-        else:
-            turns = to_chat_turns(messages, params.tools)
+        turns = request_turns(messages, params, self.profile.tool_result_style)
         return self._template.render(turns, add_generation_prompt=True)
 
     def count_tokens(self, messages: Sequence[Message], params: ModelRequestParameters) -> int:
@@ -257,7 +251,7 @@ class LlamaCppModel(Model):
         """
         if not params.constrained:
             return _Plan(grammar=None, peek=None)
-        tools = _call_tools(params)
+        tools = params.call_tools()
         if params.call_required and len(tools) == 1:
             # the call's head is known: evaluate it with the prompt, sample only the arguments
             (tool,) = tools

@@ -80,10 +80,10 @@ from shoal.models.base import (
     TextDelta,
 )
 from shoal.models.capabilities import Capabilities, assumed_capabilities, probe_and_cache
-from shoal.models.grammars import call_tools, grammar_for
+from shoal.models.grammars import grammar_for
 from shoal.models.guard import check_model_requests_allowed
 from shoal.models.profiles import FAMILY_PROFILES, ModelProfile
-from shoal.models.prompt import to_chat_turns
+from shoal.models.prompt import request_turns
 from shoal.settings import merge_settings
 from shoal.toolcalls import NO_CALL_GRAMMAR, ParsedOutput, TextStreamSplitter, parse_model_output
 
@@ -264,13 +264,7 @@ class OpenAICompatModel(Model):
     async def probe_endpoint(self, *, refresh: bool = False) -> Capabilities:
         """What the endpoint honours: cached, or probed now (always with ``refresh``); the
         result is what later requests use."""
-        if refresh:
-            self._client()
-            assert self._probe_lock is not None
-            async with self._probe_lock:
-                self._caps = await self._probe_capabilities(refresh=True)
-            return self._caps
-        return await self._capabilities()
+        return await self._capabilities(refresh=refresh)
 
     async def health(self) -> bool:
         """Whether ``GET {base_url}/models`` gets an answer below 500 within 2 seconds: the
@@ -287,17 +281,18 @@ class OpenAICompatModel(Model):
 
     # -- capabilities -----------------------------------------------------------------------
 
-    async def _capabilities(self) -> Capabilities:
-        if self._caps is not None:
+    async def _capabilities(self, *, refresh: bool = False) -> Capabilities:
+        """Known capabilities, else probed once (always probed again with ``refresh``)."""
+        if self._caps is not None and not refresh:
             return self._caps
-        if not self.probe:
+        if not self.probe and not refresh:
             self._caps = assumed_capabilities(self.provider)
             return self._caps
         self._client()
         assert self._probe_lock is not None
         async with self._probe_lock:
-            if self._caps is None:
-                self._caps = await self._probe_capabilities()
+            if self._caps is None or refresh:
+                self._caps = await self._probe_capabilities(refresh=refresh)
         return self._caps
 
     async def _probe_capabilities(self, *, refresh: bool = False) -> Capabilities:
@@ -429,7 +424,7 @@ class OpenAICompatModel(Model):
         self, messages: Sequence[Message], params: ModelRequestParameters, caps: Capabilities
     ) -> _Plan:
         """Choose the mechanism (see the module docstring) and build the body."""
-        offered = call_tools(params)
+        offered = params.call_tools()
         tools = {t.name: t for t in offered}
         settings = merge_settings(self.profile.default_settings, params.settings)
         body = wire.sampling_json(settings, caps.server)
@@ -460,7 +455,7 @@ class OpenAICompatModel(Model):
         if offered and native and (caps.tool_choice or not required or not schema_mode):
             mechanism = "native"
             if caps.tool_choice:
-                body["tools"] = wire.tools_json(self._narrowed(params.described_tools(), params))
+                body["tools"] = wire.tools_json(params.narrowed(params.described_tools()))
                 body["tool_choice"] = wire.tool_choice_json(params.tool_choice)
             else:
                 body["tools"] = wire.tools_json(offered)
@@ -506,20 +501,7 @@ class OpenAICompatModel(Model):
         self, messages: Sequence[Message], params: ModelRequestParameters
     ) -> list[dict[str, str]]:
         """Turns with the tools described in the system turn, as the embedded engine's prompt."""
-        if self.profile.tool_result_style == "context":
-            return to_chat_turns(messages, params.described_tools(), result_style="context")
-        return to_chat_turns(messages, params.tools)
-
-    @staticmethod
-    def _narrowed(
-        tools: Sequence[ToolDefinition], params: ModelRequestParameters
-    ) -> list[ToolDefinition]:
-        return [
-            t.model_copy(update={"parameters": params.call_schemas[t.name]})
-            if t.name in params.call_schemas
-            else t
-            for t in tools
-        ]
+        return request_turns(messages, params, self.profile.tool_result_style)
 
     def _body(self, plan: _Plan, *, stream: bool, caps: Capabilities) -> dict[str, Any]:
         body: dict[str, Any] = {"model": self.model, **plan.body, "stream": stream}

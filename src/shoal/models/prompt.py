@@ -21,9 +21,16 @@ import jinja2
 import jinja2.sandbox
 
 from shoal.messages import Message, ToolDefinition
+from shoal.models.base import ModelRequestParameters
 from shoal.toolcalls import render_call, render_tool_result, render_tools_section
 
-__all__ = ["CHATML_TEMPLATE", "ChatTemplate", "flatten_result", "to_chat_turns"]
+__all__ = [
+    "CHATML_TEMPLATE",
+    "ChatTemplate",
+    "flatten_result",
+    "request_turns",
+    "to_chat_turns",
+]
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"
@@ -74,6 +81,19 @@ def to_chat_turns(
         else:
             add("user", render_tool_result(message.content))
     return turns
+
+
+def request_turns(
+    messages: Sequence[Message],
+    params: ModelRequestParameters,
+    result_style: Literal["hermes", "context"],
+) -> list[dict[str, str]]:
+    """The turns of one request as a model of ``result_style`` reads them: with the
+    ``context`` style the tools are described only while they may be called and results become
+    information (:func:`to_chat_turns`); with ``hermes`` every declared tool is described."""
+    if result_style == "context":
+        return to_chat_turns(messages, params.described_tools(), result_style="context")
+    return to_chat_turns(messages, params.tools)
 
 
 def _context_turns(messages: Sequence[Message]) -> list[tuple[str, str]]:

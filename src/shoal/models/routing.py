@@ -45,7 +45,14 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from shoal.exceptions import ModelError, ModelTimeoutError, UserError
-from shoal.messages import AssistantMessage, Message, SystemMessage, Usage, UserMessage
+from shoal.messages import (
+    AssistantMessage,
+    Message,
+    SystemMessage,
+    Usage,
+    UserMessage,
+    last_user_text,
+)
 from shoal.models.base import (
     Model,
     ModelRequestParameters,
@@ -58,7 +65,7 @@ from shoal.models.base import (
 from shoal.models.profiles import ModelProfile
 from shoal.settings import ModelSettings
 from shoal.toolcalls import coerce_arguments
-from shoal.tools import schema_problem
+from shoal.tools import decode_answer, schema_problem
 
 __all__ = [
     "EscalatingModel",
@@ -207,12 +214,9 @@ def check_response(response: ModelResponse, params: ModelRequestParameters) -> s
         return f"a tool call is required (one of: {', '.join(offered)})"
     if params.output_schema is not None:
         try:
-            value = json.loads(response.text or "")
-        except ValueError:
-            return "the answer is not JSON"
-        problem = schema_problem(value, params.output_schema)
-        if problem is not None:
-            return f"the answer does not match the required format ({problem})"
+            decode_answer(response.text or "", params.output_schema)
+        except ValueError as exc:
+            return str(exc)
     return None
 
 
@@ -309,7 +313,7 @@ class RouterModel(WrapperModel):
 
     async def _choose(self, messages: Sequence[Message]) -> tuple[Model, RouteDecision, Usage]:
         """The route's model, the decision, and the usage of classifying (if it was asked)."""
-        text = _last_user_text(messages)
+        text = last_user_text(messages)
         usage = Usage()
         choice: _Choice = (self.default, "default", "no rule matched")
         rule = next((r for r in self.rules if r.matches(text)), None)
@@ -367,13 +371,6 @@ def _read_label(answer: str, labels: Mapping[str, str]) -> str | None:
         return None
     by_folded = {label.casefold(): label for label in labels}
     return by_folded.get(value.strip().rstrip(".").strip().casefold())
-
-
-def _last_user_text(messages: Sequence[Message]) -> str:
-    for message in reversed(messages):
-        if isinstance(message, UserMessage):
-            return message.content
-    return ""
 
 
 # -- FallbackModel ---------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from shoal import __version__
 from shoal.exceptions import UserError
+from shoal.models import Model
 from shoal.server import chat, responses, threads
 from shoal.server.engines import EnginePool, ModelFactory
 from shoal.server.errors import ApiError, BodyTooLargeError, error_body, install_error_handlers
@@ -120,8 +121,9 @@ def _hosted_agents(state: ServerState) -> dict[str, HostedAgent]:
         if spec.model in spec.models:
             # the spec names one of its own models: built here, served as "agent.entry"
             reference = f"{spec.name}.{spec.model}"
-            built = spec.build_models(resolve=state.pool.make_model)
-            state.pool.add_named(reference, built[spec.model])
+            built = spec.build_model(resolve=state.pool.make_model)
+            assert isinstance(built, Model)  # an entry is always built
+            state.pool.add_named(reference, built)
             engine = state.pool.get(reference)
         else:
             engine = state.pool.get(spec.model)

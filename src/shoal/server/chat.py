@@ -24,12 +24,12 @@ from fastapi.responses import JSONResponse
 
 from shoal.agent import FinalEvent, RunResult, TextEvent, ToolCallEvent
 from shoal.exceptions import ShoalError, http_status_for
+from shoal.models.wire import call_json
 from shoal.server.convert import (
     answer_text,
     completion_id,
     event_stream,
     now,
-    openai_tool_call,
     openai_usage,
     output_schema_of,
     settings_of,
@@ -99,7 +99,7 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     )
     message: dict[str, Any] = {"role": "assistant", "content": answer_text(result)}
     if result.pending_calls:
-        message["tool_calls"] = [openai_tool_call(c) for c in result.pending_calls]
+        message["tool_calls"] = [call_json(c) for c in result.pending_calls]
     extra: dict[str, Any] = {}
     if result.decisions:
         # a routed model (deployment file): which model answered and why, beside the OpenAI
@@ -162,7 +162,7 @@ async def _stream(
             if isinstance(event, TextEvent):
                 yield chunk({"content": event.text})
             elif isinstance(event, ToolCallEvent) and agent.tools[event.call.name].external_only:
-                call = openai_tool_call(event.call)
+                call = call_json(event.call)
                 yield chunk({"tool_calls": [{"index": index, **call}]})
                 index += 1
             elif isinstance(event, FinalEvent):

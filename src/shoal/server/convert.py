@@ -44,7 +44,6 @@ __all__ = [
     "arguments_of",
     "completion_id",
     "event_stream",
-    "openai_tool_call",
     "openai_usage",
     "output_schema_of",
     "settings_of",
@@ -249,14 +248,6 @@ def event_stream(events: AsyncIterator[bytes]) -> StreamingResponse:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def openai_tool_call(call: ToolCall) -> dict[str, Any]:
-    return {
-        "id": call.id,
-        "type": "function",
-        "function": {"name": call.name, "arguments": json.dumps(call.arguments)},
-    }
 
 
 def openai_usage(usage: Usage) -> dict[str, Any]:

@@ -36,9 +36,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from shoal.agent import RunResult
 from shoal.messages import AssistantMessage, Message, ToolMessage, UserMessage
+from shoal.models.wire import call_json
 from shoal.server.convert import (
     now,
-    openai_tool_call,
     output_schema_of,
     settings_of,
     text_of,
@@ -133,7 +133,7 @@ def _message_object(
         "metadata": {},
     }
     if isinstance(message, AssistantMessage) and message.tool_calls:
-        body["tool_calls"] = [openai_tool_call(call) for call in message.tool_calls]
+        body["tool_calls"] = [call_json(call) for call in message.tool_calls]
     if isinstance(message, ToolMessage):
         body["tool_call_id"] = message.tool_call_id
         body["name"] = message.name
@@ -431,7 +431,7 @@ def _run_object(
         required = {
             "type": "submit_tool_outputs",
             "submit_tool_outputs": {
-                "tool_calls": [openai_tool_call(call) for call in result.pending_calls]
+                "tool_calls": [call_json(call) for call in result.pending_calls]
             },
         }
     usage = result.usage

@@ -273,7 +273,7 @@ class AgentSpec(BaseModel):
         """
         return Agent(
             self.name,
-            model if model is not None else self._model(resolve),
+            model if model is not None else self.build_model(resolve),
             instructions=self.instructions,
             tools=self.build_tools(),
             settings=self.settings,
@@ -283,7 +283,10 @@ class AgentSpec(BaseModel):
             store=store,
         )
 
-    def _model(self, resolve: Resolve) -> str | Model:
+    def build_model(self, resolve: Resolve = resolve_model) -> str | Model:
+        """The agent's model: the ``models:`` entry ``model:`` names, built with only the
+        entries it uses (always a :class:`Model`); else the reference, resolved by ``resolve``
+        (left a string for the agent to resolve on first use with the default)."""
         if self.model in self.models:
             return build_model(self.models, self.model, resolve=resolve, location=self.location)
         if resolve is resolve_model:  # the agent resolves the reference on first use

@@ -326,6 +326,19 @@ def schema_problem(value: Any, schema: Mapping[str, Any]) -> str | None:
     return f"{where}: {error.message}" if where else error.message
 
 
+def decode_answer(text: str, schema: Mapping[str, Any]) -> Any:
+    """The JSON value of an answer that must satisfy ``schema``; raises ValueError with a
+    short reason the model can act on (not JSON, or which part does not match)."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise ValueError("the answer is not JSON") from exc
+    problem = schema_problem(value, schema)
+    if problem is not None:
+        raise ValueError(f"the answer does not match the required format ({problem})")
+    return value
+
+
 def _validate_against_schema(
     name: str, arguments: Mapping[str, Any], schema: Mapping[str, Any]
 ) -> dict[str, Any]:
