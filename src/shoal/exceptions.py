@@ -7,6 +7,7 @@ ShoalError                      base of everything Shoal raises on purpose
 │   ├── ModelNotInstalledError  the alias is known but its file/package is missing
 │   ├── ToolDefinitionError     a function that cannot become a tool
 │   ├── SpecError               a malformed agent spec (YAML), with file/line/field
+│   ├── ApprovalError           nothing awaits approval, or an unknown call was named
 │   └── ContextOverflowError    a request that cannot fit the model's context at all
 ├── ModelError                  the model or its engine failed
 │   ├── ModelLoadError          the weights could not be loaded
@@ -22,7 +23,9 @@ ShoalError                      base of everything Shoal raises on purpose
 ├── GuardError                  a limit or policy stopped the action
 │   ├── OverloadedError         a model's request queue is full (HTTP 429, retry later)
 │   ├── DeadlineExceededError   a request ran past its deadline
-│   └── MemoryBudgetError       a model cannot be loaded within the memory budget
+│   ├── MemoryBudgetError       a model cannot be loaded within the memory budget
+│   └── GuardBlockedError       a guard refused an input, a tool call or an output
+│       └── RateLimitedError    a rate limit was reached (HTTP 429, retry later)
 ├── DownloadError               fetching a model file failed
 │   ├── OfflineError            the network is needed but not reachable (or offline mode)
 │   └── IntegrityError          the file's size or sha256 is not the expected one
@@ -43,9 +46,11 @@ from __future__ import annotations
 __all__ = [
     "CLI_EXIT_CODES",
     "HTTP_STATUS",
+    "ApprovalError",
     "ContextOverflowError",
     "DeadlineExceededError",
     "DownloadError",
+    "GuardBlockedError",
     "GuardError",
     "IntegrityError",
     "MemoryBudgetError",
@@ -57,6 +62,7 @@ __all__ = [
     "ModelTimeoutError",
     "OfflineError",
     "OverloadedError",
+    "RateLimitedError",
     "RemoteModelError",
     "ShoalError",
     "SpecError",
@@ -104,6 +110,11 @@ class SpecError(UserError):
     def __init__(self, message: str, *, location: str | None = None) -> None:
         super().__init__(f"{location}: {message}" if location else message)
         self.location = location
+
+
+class ApprovalError(UserError):
+    """Resuming a paused run went wrong: nothing awaits approval in the thread, or a call id
+    that is not pending was named."""
 
 
 class ContextOverflowError(UserError):
@@ -197,6 +208,33 @@ class MemoryBudgetError(GuardError):
     idle model (the others are busy), or is bigger than the whole budget."""
 
 
+class GuardBlockedError(GuardError):
+    """A guard refused an input, a tool call or an output: ``guard`` (its name), ``stage``
+    (``input``, ``tool_call``, ``tool_result`` or ``output``) and ``reason``."""
+
+    def __init__(self, reason: str, *, guard: str = "", stage: str = "input") -> None:
+        who = f"guard {guard}" if guard else "a guard"
+        super().__init__(f"blocked by {who} ({stage}): {reason}")
+        self.guard = guard
+        self.stage = stage
+        self.reason = reason
+
+
+class RateLimitedError(GuardBlockedError):
+    """A rate limit was reached; ``retry_after`` is a hint in seconds (None: unknown)."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        guard: str = "",
+        stage: str = "input",
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(reason, guard=guard, stage=stage)
+        self.retry_after = retry_after
+
+
 class DownloadError(ShoalError):
     """Fetching a model file failed (HTTP error, transfer cut short, disk full)."""
 
@@ -236,6 +274,8 @@ CLI_EXIT_CODES: dict[type[BaseException], int] = {
     OverloadedError: 9,
     DeadlineExceededError: 9,
     MemoryBudgetError: 9,
+    GuardBlockedError: 9,
+    RateLimitedError: 9,
     StoreError: 10,
     DownloadError: 11,
     OfflineError: 11,
@@ -266,6 +306,9 @@ HTTP_STATUS: dict[type[BaseException], int] = {
     OverloadedError: 429,
     DeadlineExceededError: 504,
     MemoryBudgetError: 503,
+    GuardBlockedError: 403,
+    RateLimitedError: 429,
+    ApprovalError: 409,
     StoreError: 500,
     DownloadError: 502,
     ThreadNotFoundError: 404,

@@ -485,16 +485,20 @@ async def test_sqlite_new_migration_applied_once(
         await store.create_thread(thread_id="old")
     calls: list[str] = []
 
-    def m002_add_labels(db: sqlite3.Connection) -> None:
-        calls.append("m002")
+    def m003_add_labels(db: sqlite3.Connection) -> None:
+        calls.append("m003")
         db.execute("CREATE TABLE labels (thread_id TEXT, label TEXT)")
 
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*sqlite_module.MIGRATIONS, m002_add_labels])
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*sqlite_module.MIGRATIONS, m003_add_labels])
     for _ in range(2):
         async with SQLiteThreadStore(path) as store:
             assert [t.id for t in await store.list_threads()] == ["old"]
-    assert calls == ["m002"]
-    assert [n for n, _ in _migration_rows(path)] == ["m001_threads_and_messages", "m002_add_labels"]
+    assert calls == ["m003"]
+    assert [n for n, _ in _migration_rows(path)] == [
+        "m001_threads_and_messages",
+        "m002_trace",
+        "m003_add_labels",
+    ]
 
 
 async def test_sqlite_failing_migration_rolls_back(
@@ -503,11 +507,11 @@ async def test_sqlite_failing_migration_rolls_back(
     path = tmp_path / "threads.db"
     await SQLiteThreadStore(path).close()
 
-    def m002_broken(db: sqlite3.Connection) -> None:
+    def m003_broken(db: sqlite3.Connection) -> None:
         db.execute("CREATE TABLE half_done (x)")
         db.execute("THIS IS NOT SQL")
 
-    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*sqlite_module.MIGRATIONS, m002_broken])
+    monkeypatch.setattr(sqlite_module, "MIGRATIONS", [*sqlite_module.MIGRATIONS, m003_broken])
     with pytest.raises(StoreError, match="syntax error") as info:
         SQLiteThreadStore(path)
     assert isinstance(info.value.__cause__, sqlite3.Error)
@@ -517,7 +521,7 @@ async def test_sqlite_failing_migration_rolls_back(
     finally:
         raw.close()
     assert "half_done" not in tables
-    assert [n for n, _ in _migration_rows(path)] == ["m001_threads_and_messages"]
+    assert [n for n, _ in _migration_rows(path)] == ["m001_threads_and_messages", "m002_trace"]
 
 
 async def test_sqlite_refuses_a_newer_database(tmp_path: Path) -> None:
@@ -630,3 +634,31 @@ async def test_sqlite_corrupt_rows_raise_store_error(tmp_path: Path) -> None:
             await store.get_messages("t")
         with pytest.raises(StoreError, match="stored thread 't' is corrupt"):
             await store.get_thread("t")
+
+
+# -- trace ------------------------------------------------------------------------------------
+
+
+async def test_trace_is_appended_in_order_and_deleted_with_the_thread(store: ThreadStore) -> None:
+    thread = await store.create_thread()
+    other = await store.create_thread()
+    assert await store.get_trace(thread.id) == []
+    await store.append_trace(thread.id, [{"kind": "run", "n": 1}, {"kind": "note", "n": 2}])
+    await store.append_trace(thread.id, [{"kind": "handoff", "data": {"target": "é"}}])
+    await store.append_trace(other.id, [{"kind": "run"}])
+    trace = await store.get_trace(thread.id)
+    assert [e["kind"] for e in trace] == ["run", "note", "handoff"]
+    assert trace[2]["data"] == {"target": "é"}
+    await store.delete_thread(thread.id)
+    with pytest.raises(ThreadNotFoundError):
+        await store.get_trace(thread.id)
+    assert await store.get_trace(other.id) == [{"kind": "run"}]
+
+
+async def test_trace_of_a_missing_thread_or_not_an_object_is_refused(store: ThreadStore) -> None:
+    with pytest.raises(ThreadNotFoundError):
+        await store.append_trace("thread_nope", [{"kind": "run"}])
+    thread = await store.create_thread()
+    with pytest.raises(TypeError):
+        await store.append_trace(thread.id, [{"kind": "run"}, "not an object"])  # type: ignore[list-item]
+    assert await store.get_trace(thread.id) == []

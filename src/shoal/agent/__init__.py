@@ -1,7 +1,9 @@
 """The agent and its run loop (layer L3)."""
 
 from shoal.agent.agent import TOOL_STRATEGIES, Agent
+from shoal.agent.approval import APPROVAL_KEY, pending_approval
 from shoal.agent.result import (
+    ApprovalEvent,
     FinalEvent,
     RunEvent,
     RunResult,
@@ -14,8 +16,10 @@ from shoal.agent.result import (
 from shoal.agent.routes import Route
 
 __all__ = [
+    "APPROVAL_KEY",
     "TOOL_STRATEGIES",
     "Agent",
+    "ApprovalEvent",
     "FinalEvent",
     "Route",
     "RunEvent",
@@ -25,4 +29,5 @@ __all__ = [
     "ToolCallEvent",
     "ToolCallRecord",
     "ToolResultEvent",
+    "pending_approval",
 ]

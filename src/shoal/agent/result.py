@@ -7,8 +7,10 @@ from typing import Any, Generic, Literal, TypeVar
 
 from shoal.messages import Message, ToolCall, Usage
 from shoal.models.base import RouteDecision
+from shoal.observability import TraceEvent
 
 __all__ = [
+    "ApprovalEvent",
     "FinalEvent",
     "RunEvent",
     "RunResult",
@@ -22,8 +24,9 @@ __all__ = [
 OutputT = TypeVar("OutputT")
 
 #: ``final``: the model answered; ``max_steps``: the step budget ran out before an answer;
-#: ``tool_calls``: the model called external tools, which the caller runs (``pending_calls``)
-StopReason = Literal["final", "max_steps", "tool_calls"]
+#: ``tool_calls``: the model called external tools, which the caller runs (``pending_calls``);
+#: ``approval``: calls wait for a person (``pending_approvals``; go on with ``Agent.resume``)
+StopReason = Literal["final", "max_steps", "tool_calls", "approval"]
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class ToolCallRecord:
     #: why the call failed (unknown tool, invalid arguments, exception, timeout); None if it ran
     error: str | None = None
     #: ``ok``, ``invalid`` (not run: unknown tool or bad arguments), ``failed``, ``timeout``,
-    #: ``repeated`` (same call as earlier in the run: not run again, earlier result reused)
+    #: ``repeated`` (same call as earlier in the run: not run again, earlier result reused),
+    #: ``blocked`` (a guard refused it: not run), ``rejected`` (a person refused it: not run)
     outcome: str = "ok"
     seconds: float = 0.0
 
@@ -72,6 +76,15 @@ class RunResult(Generic[OutputT]):
     truncated: bool = False
     #: choices wrapper models made: the route taken, fallbacks, escalations (in order)
     decisions: list[RouteDecision] = field(default_factory=list)
+    #: this run's id (in its trace, the audit log and the thread's approval record)
+    run_id: str = ""
+    agent_name: str = ""
+    #: validated calls waiting for a person (``stop_reason == "approval"``); the run's state
+    #: is in ``thread_id``: go on with ``Agent.resume(thread_id, approve=...)``
+    pending_approvals: list[ToolCall] = field(default_factory=list)
+    #: what happened, in order: the run, its model requests and tool calls (spans), routes,
+    #: guard verdicts, approvals, retries and notes (see shoal.observability.TraceEvent)
+    trace: list[TraceEvent] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -99,10 +112,19 @@ class ToolResultEvent:
 
 
 @dataclass(frozen=True)
+class ApprovalEvent:
+    """A validated call waits for a person's approval (the run pauses after this step)."""
+
+    call: ToolCall
+    step: int
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class FinalEvent(Generic[OutputT]):
     """The run is over."""
 
     result: RunResult[OutputT]
 
 
-RunEvent = TextEvent | ToolCallEvent | ToolResultEvent | FinalEvent[Any]
+RunEvent = TextEvent | ToolCallEvent | ToolResultEvent | ApprovalEvent | FinalEvent[Any]

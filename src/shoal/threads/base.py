@@ -121,6 +121,15 @@ class ThreadStore(Protocol):
         """Messages in order; with ``limit``, the newest ``limit`` ones, still oldest first."""
         ...
 
+    async def append_trace(self, thread_id: str, events: Sequence[Mapping[str, Any]]) -> None:
+        """Append trace events (JSON objects: what agents did in the thread's runs, see
+        :class:`shoal.observability.TraceEvent`); all or none. Deleted with the thread."""
+        ...
+
+    async def get_trace(self, thread_id: str) -> list[dict[str, Any]]:
+        """The thread's trace events, in the order they were appended."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -249,6 +258,16 @@ def encode_messages(messages: Sequence[Message]) -> list[tuple[str, str]]:
                 "be plain JSON values (dict, list, str, int, finite float, bool, None)"
             )
         encoded.append((message.role, data))
+    return encoded
+
+
+def encode_trace(events: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Trace events as JSON text (values JSON cannot hold are written as their ``str``)."""
+    encoded: list[str] = []
+    for event in events:
+        if not isinstance(event, Mapping):
+            raise TypeError(f"a trace event must be a JSON object, not {type(event).__name__}")
+        encoded.append(json.dumps(dict(event), ensure_ascii=False, default=str))
     return encoded
 
 

@@ -7,6 +7,7 @@ and out, so a caller mutating what it passed or got back cannot change what is s
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +21,7 @@ from shoal.threads.base import (
     check_thread_id,
     decode_message,
     encode_messages,
+    encode_trace,
     metadata_matches,
     new_thread_id,
     normalise_metadata,
@@ -34,6 +36,7 @@ class InMemoryThreadStore(ClosingStore):
     def __init__(self) -> None:
         self._threads: dict[str, Thread] = {}
         self._messages: dict[str, list[str]] = {}
+        self._traces: dict[str, list[str]] = {}
         self._clock = MonotonicClock()
         self._closed = False
 
@@ -87,6 +90,7 @@ class InMemoryThreadStore(ClosingStore):
         self._thread(thread_id)
         del self._threads[thread_id]
         del self._messages[thread_id]
+        self._traces.pop(thread_id, None)
 
     async def append_messages(self, thread_id: str, messages: Sequence[Message]) -> None:
         encoded = encode_messages(messages)  # raises before anything is stored
@@ -103,6 +107,15 @@ class InMemoryThreadStore(ClosingStore):
         if limit is not None:
             stored = stored[max(len(stored) - limit, 0) :] if limit else []
         return [decode_message(data) for data in stored]
+
+    async def append_trace(self, thread_id: str, events: Sequence[Mapping[str, Any]]) -> None:
+        encoded = encode_trace(events)
+        self._thread(thread_id)
+        self._traces.setdefault(thread_id, []).extend(encoded)
+
+    async def get_trace(self, thread_id: str) -> list[dict[str, Any]]:
+        self._thread(thread_id)
+        return [json.loads(data) for data in self._traces.get(thread_id, [])]
 
     async def close(self) -> None:
         self._closed = True

@@ -47,6 +47,7 @@ from shoal.threads.base import (
     decode_message,
     dump_metadata,
     encode_messages,
+    encode_trace,
     metadata_matches,
     new_thread_id,
     normalise_metadata,
@@ -93,6 +94,21 @@ def m001_threads_and_messages(db: sqlite3.Connection) -> None:
         """
     )
     db.execute("CREATE UNIQUE INDEX messages_thread_position ON messages (thread_id, position)")
+
+
+@migration
+def m002_trace(db: sqlite3.Connection) -> None:
+    db.execute(
+        """
+        CREATE TABLE trace (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            thread_id TEXT NOT NULL REFERENCES threads (id) ON DELETE CASCADE,
+            data TEXT NOT NULL CHECK (json_valid(data)),
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute("CREATE INDEX trace_thread ON trace (thread_id, id)")
 
 
 def _timestamp(moment: datetime) -> str:
@@ -282,6 +298,31 @@ class SQLiteThreadStore(ClosingStore):
                 return [row[0] for row in db.execute(query, params)]
 
         return [decode_message(data) for data in await self._call(work)]
+
+    async def append_trace(self, thread_id: str, events: Sequence[Mapping[str, Any]]) -> None:
+        encoded = encode_trace(events)  # raises before anything is written
+
+        def work(db: sqlite3.Connection) -> None:
+            with transaction(db):
+                _require_thread(db, thread_id)
+                now = _timestamp(self._clock())
+                db.executemany(
+                    "INSERT INTO trace (thread_id, data, created_at) VALUES (?, ?, ?)",
+                    [(thread_id, data, now) for data in encoded],
+                )
+
+        await self._call(work)
+
+    async def get_trace(self, thread_id: str) -> list[dict[str, Any]]:
+        def work(db: sqlite3.Connection) -> list[str]:
+            with transaction(db, write=False):
+                _require_thread(db, thread_id)
+                rows = db.execute(
+                    "SELECT data FROM trace WHERE thread_id = ? ORDER BY id", (thread_id,)
+                )
+                return [row[0] for row in rows]
+
+        return [json.loads(data) for data in await self._call(work)]
 
     async def close(self) -> None:
         """Close the file. Safe to call twice; any other use afterwards raises ``StoreError``."""

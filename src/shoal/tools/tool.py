@@ -70,8 +70,12 @@ class Tool:
         name: str | None = None,
         description: str | None = None,
         timeout: float | None = DEFAULT_TIMEOUT,
+        dangerous: bool = False,
+        requires_approval: bool = False,
     ) -> None:
         if isinstance(function, Tool):
+            dangerous = dangerous or function.dangerous
+            requires_approval = requires_approval or function.requires_approval
             function = function.function
         if not callable(function):
             raise ToolDefinitionError(f"cannot make a tool of {function!r}: it is not callable")
@@ -88,6 +92,8 @@ class Tool:
             )
         self._function: Callable[..., Any] | None = function
         self._name = tool_name
+        self._dangerous = dangerous
+        self._requires_approval = requires_approval
         self._timeout = None if timeout is None else float(timeout)
         self._schema: FunctionSchema | None = function_schema(function, tool_name=tool_name)
         self._description = self._schema.description if description is None else description
@@ -98,7 +104,12 @@ class Tool:
 
     @classmethod
     def external(
-        cls, name: str, *, description: str = "", parameters: Mapping[str, Any] | None = None
+        cls,
+        name: str,
+        *,
+        description: str = "",
+        parameters: Mapping[str, Any] | None = None,
+        requires_approval: bool = False,
     ) -> Tool:
         """A tool known by its JSON schema only, that the caller runs.
 
@@ -125,6 +136,8 @@ class Tool:
         self = cls.__new__(cls)
         self._function = None
         self._name = name
+        self._dangerous = False
+        self._requires_approval = requires_approval
         self._timeout = None
         self._schema = None
         self._description = description
@@ -146,6 +159,18 @@ class Tool:
     @property
     def description(self) -> str:
         return self._description
+
+    @property
+    def dangerous(self) -> bool:
+        """Marked as acting on the world (deleting, paying, sending): guards such as
+        :class:`~shoal.guards.ApprovalGuard` may ask a person before it runs."""
+        return self._dangerous
+
+    @property
+    def requires_approval(self) -> bool:
+        """Every call waits for a person's approval: the run pauses (``stop_reason ==
+        "approval"``) and goes on with :meth:`Agent.resume <shoal.agent.Agent.resume>`."""
+        return self._requires_approval
 
     @property
     def function(self) -> Callable[..., Any]:
@@ -236,6 +261,8 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    dangerous: bool = False,
+    requires_approval: bool = False,
 ) -> Tool: ...
 
 
@@ -247,6 +274,8 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    dangerous: bool = False,
+    requires_approval: bool = False,
 ) -> Callable[[Callable[..., Any]], Tool]: ...
 
 
@@ -257,11 +286,20 @@ def tool(
     name: str | None = None,
     description: str | None = None,
     timeout: float | None = DEFAULT_TIMEOUT,
+    dangerous: bool = False,
+    requires_approval: bool = False,
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
     """Make a :class:`Tool` of a function: ``@tool``, ``@tool()`` or ``@tool(name=..., ...)``."""
 
     def decorate(function: Callable[..., Any]) -> Tool:
-        return Tool(function, name=name, description=description, timeout=timeout)
+        return Tool(
+            function,
+            name=name,
+            description=description,
+            timeout=timeout,
+            dangerous=dangerous,
+            requires_approval=requires_approval,
+        )
 
     if func is None:
         return decorate
