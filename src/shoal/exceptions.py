@@ -19,6 +19,7 @@ ShoalError                      base of everything Shoal raises on purpose
 │   ├── ToolArgumentsError      arguments failed validation (fed back to the model)
 │   ├── UnknownToolError        the model named a tool that was not offered
 │   ├── ToolExecutionError      the function raised; the original is ``__cause__``
+│   │   └── SandboxError        a sandboxed file or shell tool refused or stopped an action
 │   └── ToolTimeoutError        the function ran past its timeout
 ├── GuardError                  a limit or policy stopped the action
 │   ├── OverloadedError         a model's request queue is full (HTTP 429, retry later)
@@ -64,6 +65,7 @@ __all__ = [
     "OverloadedError",
     "RateLimitedError",
     "RemoteModelError",
+    "SandboxError",
     "ShoalError",
     "SpecError",
     "StoreError",
@@ -178,6 +180,11 @@ class UnknownToolError(ToolError):
 
 class ToolExecutionError(ToolError):
     """The tool function raised; the original exception is ``__cause__``."""
+
+
+class SandboxError(ToolExecutionError):
+    """The sandbox refused an action (a path leaving the workspace, a size cap, a command or
+    option not allowed; nothing was changed) or stopped a command at its time limit."""
 
 
 class ToolTimeoutError(ToolError):

@@ -51,17 +51,21 @@ def lookup_order(order_id: int, verbose: bool = False) -> str:
 
 def test_public_api() -> None:
     assert sorted(shoal.tools.__all__) == [
+        "SandboxError",
         "Tool",
         "ToolScore",
+        "Workspace",
         "as_tool",
         "check_output_schema",
         "decode_answer",
+        "file_tools",
         "format_tool_result",
         "mentioned_parameters",
         "narrow_to_mentioned",
         "rank_tools",
         "relevant_tools",
         "schema_problem",
+        "shell_tool",
         "tool",
     ]
 

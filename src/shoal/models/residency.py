@@ -64,6 +64,7 @@ import psutil
 
 from shoal.exceptions import MemoryBudgetError, UserError
 from shoal.models.base import Model
+from shoal.observability.metrics import set_model_memory
 
 __all__ = [
     "DEFAULT_KEEP_ALIVE_S",
@@ -435,6 +436,7 @@ class ResidencyManager:
             entry.in_use += 1
             entry.last_used = self._clock()
         done.set_result(None)
+        set_model_memory(entry.model.name, _current_bytes(entry))
         self._emit("load", entry.model, "request")
 
     def _release(self, entry: _Entry) -> None:
@@ -472,6 +474,7 @@ class ResidencyManager:
                     entry.not_before = self._clock() + UNLOAD_RETRY_S
             done.set_result(None)
         if unloaded:
+            set_model_memory(entry.model.name, 0)
             _log.info("unloaded %s (%s)", entry.model.name, reason)
             self._emit("unload", entry.model, reason)
         return unloaded

@@ -1,5 +1,6 @@
 """Tools: Python functions a model may call, with schemas built from their signatures."""
 
+from shoal.tools.sandbox import SandboxError, Workspace, file_tools
 from shoal.tools.selection import (
     ToolScore,
     mentioned_parameters,
@@ -7,6 +8,7 @@ from shoal.tools.selection import (
     rank_tools,
     relevant_tools,
 )
+from shoal.tools.shell import shell_tool
 from shoal.tools.tool import (
     Tool,
     as_tool,
@@ -18,16 +20,20 @@ from shoal.tools.tool import (
 )
 
 __all__ = [
+    "SandboxError",
     "Tool",
     "ToolScore",
+    "Workspace",
     "as_tool",
     "check_output_schema",
     "decode_answer",
+    "file_tools",
     "format_tool_result",
     "mentioned_parameters",
     "narrow_to_mentioned",
     "rank_tools",
     "relevant_tools",
     "schema_problem",
+    "shell_tool",
     "tool",
 ]
