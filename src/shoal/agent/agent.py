@@ -992,6 +992,7 @@ class _Run:
                         error=blocked.reason,
                         outcome="blocked",
                     )
+                    self._withhold_arguments(call)
                     self._record(record, call)
                     yield ToolResultEvent(record, step)
                     return
@@ -1014,6 +1015,8 @@ class _Run:
             yield ToolCallEvent(call, step)
             value = await tool.call(arguments)
         except ToolError as exc:
+            if isinstance(exc, UnknownToolError | ToolArgumentsError):
+                self._withhold_arguments(call)
             self._spend_retry(str(exc))
             self.last_step_failed = not isinstance(exc, ToolExecutionError | ToolTimeoutError)
             outcome = _OUTCOMES.get(type(exc), "failed")
@@ -1065,6 +1068,25 @@ class _Run:
         if tool.requires_approval:
             return None, f"{call.name} requires approval"
         return None, None
+
+    def _withhold_arguments(self, call: ToolCall) -> None:
+        """Keep a refused call's oversized arguments out of the conversation (a hostile model
+        must not fill the context with them): the assistant turn shows a marker instead."""
+        size = len(json.dumps(call.arguments, default=str))
+        if size <= MAX_TOOL_RESULT_CHARS:
+            return
+        for index in range(len(self.new) - 1, -1, -1):
+            message = self.new[index]
+            if isinstance(message, AssistantMessage) and any(
+                c.id == call.id for c in message.tool_calls
+            ):
+                marker = {"withheld": f"{size} characters of arguments, refused"}
+                calls = tuple(
+                    c.model_copy(update={"arguments": marker}) if c.id == call.id else c
+                    for c in message.tool_calls
+                )
+                self.new[index] = message.model_copy(update={"tool_calls": calls})
+                return
 
     def _record(self, record: ToolCallRecord, call: ToolCall) -> None:
         self.records.append(record)
