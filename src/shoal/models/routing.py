@@ -40,7 +40,15 @@ import inspect
 import json
 import re
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -74,6 +82,9 @@ __all__ = [
     "RouterModel",
     "Validator",
     "check_response",
+    "check_rules",
+    "classify",
+    "read_label",
 ]
 
 #: a reason to reject a response (``None``: accept), given the response and the messages of
@@ -265,18 +276,7 @@ class RouterModel(WrapperModel):
             raise UserError(f"router {name!r}: give at least one route")
         if default not in routes:
             raise UserError(f"router {name!r}: default {default!r} is not one of its routes")
-        for rule in rules:
-            if rule.route not in routes:
-                raise UserError(f"router {name!r}: a rule routes to unknown route {rule.route!r}")
-            if rule.pattern is None and rule.when is None:
-                raise UserError(f"router {name!r}: a rule needs a pattern or a predicate")
-            if rule.pattern is not None:
-                try:
-                    re.compile(rule.pattern)
-                except re.error as exc:
-                    raise UserError(
-                        f"router {name!r}: bad pattern {rule.pattern!r}: {exc}"
-                    ) from None
+        check_rules(name, rules, routes)
         labels = dict(labels) if labels is not None else {label: label for label in routes}
         unknown = [label for label in labels if label not in routes]
         if unknown:
@@ -342,27 +342,51 @@ class RouterModel(WrapperModel):
         classifier = self.classifier.get()
         lines = "\n".join(f"{label}: {about}" for label, about in self.labels.items())
         prompt = f"{self.instructions or _CLASSIFIER_PROMPT}\nLabels:\n{lines}"
-        params = ModelRequestParameters(
-            output_schema={"enum": list(self.labels)}, settings=_CLASSIFIER_SETTINGS
-        )
         try:
-            response = await classifier.request(
-                [SystemMessage(content=prompt), UserMessage(content=text)], params
-            )
+            label, answer, response = await classify(classifier, prompt, text, list(self.labels))
         except UserError:
             raise
         except Exception as exc:  # a classifier that fails routes to the default
             why = f"classifier {classifier.name} failed: {describe_error(exc)}"
             return (self.default, "default", why), Usage(), False
-        answer = response.text if response.text is not None else response.raw
-        label = _read_label(answer, self.labels)
         if label is None:
             why = f"classifier answered {answer.strip()[:80]!r}, not a label"
             return (self.default, "default", why), response.usage, True
         return (label, "classifier", f"classified as {label}"), response.usage, True
 
 
-def _read_label(answer: str, labels: Mapping[str, str]) -> str | None:
+def check_rules(router: str, rules: Sequence[RouteRule], routes: Collection[str]) -> None:
+    """A :class:`~shoal.exceptions.UserError` unless every rule of the router named
+    ``router`` goes to one of ``routes`` and has a pattern (a valid regex) or a predicate."""
+    for rule in rules:
+        if rule.route not in routes:
+            raise UserError(f"router {router!r}: a rule routes to unknown route {rule.route!r}")
+        if rule.pattern is None and rule.when is None:
+            raise UserError(f"router {router!r}: a rule needs a pattern or a predicate")
+        if rule.pattern is not None:
+            try:
+                re.compile(rule.pattern)
+            except re.error as exc:
+                raise UserError(f"router {router!r}: bad pattern {rule.pattern!r}: {exc}") from None
+
+
+async def classify(
+    model: Model, prompt: str, text: str, labels: Sequence[str]
+) -> tuple[str | None, str, ModelResponse]:
+    """Ask ``model`` which of ``labels`` fits ``text`` (system message ``prompt``), as an
+    enum-constrained answer at temperature 0: (the label it named, or None; its answer; the
+    response). The model's errors propagate."""
+    params = ModelRequestParameters(
+        output_schema={"enum": list(labels)}, settings=_CLASSIFIER_SETTINGS
+    )
+    response = await model.request(
+        [SystemMessage(content=prompt), UserMessage(content=text)], params
+    )
+    answer = response.text if response.text is not None else response.raw
+    return read_label(answer, labels), answer, response
+
+
+def read_label(answer: str, labels: Iterable[str]) -> str | None:
     """The label an answer names: a JSON string or a bare word, case-insensitive."""
     value: Any = answer.strip()
     with contextlib.suppress(ValueError):

@@ -22,8 +22,9 @@ import asyncio
 import contextvars
 import copy
 import dataclasses
+import functools
 import json
-from collections.abc import Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, Self, TypeVar, runtime_checkable
 
@@ -41,13 +42,17 @@ __all__ = [
     "Flow",
     "FlowBase",
     "FlowResult",
+    "Resumption",
     "RouteChoice",
+    "approvals_for",
     "as_flow",
     "bind_member",
     "clone_agent",
     "collect",
     "describe",
+    "member_descriptions",
     "output_text",
+    "store_trace",
 ]
 
 T = TypeVar("T")
@@ -133,6 +138,34 @@ class Flow(Protocol):
     ) -> FlowResult: ...
 
 
+def approvals_for(
+    approve: bool | Mapping[str, bool], calls: Sequence[str]
+) -> bool | dict[str, bool]:
+    """The part of ``approve`` about ``calls`` (a member resumes only its own calls)."""
+    if isinstance(approve, bool):
+        return approve
+    return {key: bool(value) for key, value in approve.items() if key in calls}
+
+
+@dataclass(frozen=True)
+class Resumption:
+    """A person's decision on a paused flow's calls, for the member that waits."""
+
+    approve: bool | Mapping[str, bool]
+    reason: str
+    role: str | None
+
+    def of(
+        self, member: Flow, thread: Any, calls: Sequence[str] | None = None
+    ) -> Callable[[], Awaitable[FlowResult]]:
+        """A call that resumes ``member`` in ``thread`` with this decision (only its part
+        about ``calls`` when given: a member resumes only its own calls)."""
+        approve = self.approve if calls is None else approvals_for(self.approve, calls)
+        return functools.partial(
+            member.resume, str(thread), approve=approve, reason=self.reason, role=self.role
+        )
+
+
 # -- small helpers ----------------------------------------------------------------------------
 
 #: trace events of runs nobody else keeps (an agent used as a tool), collected for the flow
@@ -190,6 +223,22 @@ def describe(member: Agent[Any] | Flow) -> str:
     if isinstance(member, AgentFlow) and member.agent.instructions.strip():
         return first_sentence(member.agent.instructions)
     return member.name
+
+
+def member_descriptions(
+    where: str,
+    what: str,
+    members: Mapping[str, Agent[Any] | Flow],
+    given: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """Each member's one line (for a classifier, a transfer tool): the ``given`` one, else
+    :func:`describe`'s. A description of no member is a UserError (``where``: the flow, as
+    ``router 'desk'``; ``what``: its members, as ``routes``)."""
+    given = dict(given or {})
+    unknown = [label for label in given if label not in members]
+    if unknown:
+        raise UserError(f"{where}: descriptions of unknown {what} {unknown}")
+    return {label: given.get(label) or describe(member) for label, member in members.items()}
 
 
 def clone_agent(
@@ -251,6 +300,13 @@ def bind_member(member: Agent[Any] | Flow, store: ThreadStore) -> Flow:
     return as_flow(member)
 
 
+async def store_trace(store: ThreadStore, thread_id: str, events: Sequence[TraceEvent]) -> None:
+    """Append ``events`` to the trace kept with ``thread_id`` (each marked with that thread)."""
+    await store.append_trace(
+        thread_id, [dataclasses.replace(e, thread_id=thread_id).to_json() for e in events]
+    )
+
+
 def run_sync(coroutine: Coroutine[Any, Any, T], name: str) -> T:
     try:
         asyncio.get_running_loop()
@@ -285,6 +341,13 @@ class FlowBase:
         reason: str = "",
         role: str | None = None,
     ) -> FlowResult:
+        """Go on with the run that paused for approval in ``thread``: ``approve`` decides
+        every waiting call (a bool) or each by call id; ``reason`` goes with a rejection (the
+        model reads it). Flows implement :meth:`_resume`."""
+        return await self._resume(thread, Resumption(approve, reason, role))
+
+    async def _resume(self, thread: str, decision: Resumption) -> FlowResult:
+        """:meth:`resume` with its arguments as one :class:`Resumption`."""
         raise NotImplementedError
 
     async def pending_approvals(self, thread: str) -> list[ToolCall]:
@@ -342,16 +405,11 @@ class AgentFlow(FlowBase):
     ) -> FlowResult:
         return await self._collecting(self.agent.run(message, thread=thread, role=role))
 
-    async def resume(
-        self,
-        thread: str,
-        *,
-        approve: bool | Mapping[str, bool] = True,
-        reason: str = "",
-        role: str | None = None,
-    ) -> FlowResult:
+    async def _resume(self, thread: str, decision: Resumption) -> FlowResult:
         return await self._collecting(
-            self.agent.resume(thread, approve=approve, reason=reason, role=role)
+            self.agent.resume(
+                thread, approve=decision.approve, reason=decision.reason, role=decision.role
+            )
         )
 
     async def pending_approvals(self, thread: str) -> list[ToolCall]:
@@ -370,10 +428,7 @@ class AgentFlow(FlowBase):
         if not collected:
             return flow_result
         if result.thread_id is not None:
-            await self.store.append_trace(
-                result.thread_id,
-                [dataclasses.replace(e, thread_id=result.thread_id).to_json() for e in collected],
-            )
+            await store_trace(self.store, result.thread_id, collected)
         trace = sorted([*flow_result.trace, *collected], key=lambda e: e.at)
         return dataclasses.replace(flow_result, trace=trace)
 

@@ -25,7 +25,6 @@ function raises is re-raised with a note naming the step). Each step is a ``chai
 
 from __future__ import annotations
 
-import functools
 import inspect
 import re
 import string
@@ -41,15 +40,12 @@ from shoal.models import Model
 from shoal.orchestration.base import (
     AgentFlow,
     FlowResult,
+    Resumption,
     check_name,
     first_store,
     output_text,
 )
-from shoal.orchestration.running import (
-    FlowRun,
-    Outcome,
-    StatelessFlow,
-)
+from shoal.orchestration.running import FlowRun, Outcome, StatelessFlow
 from shoal.threads import ThreadStore
 from shoal.tools import check_output_schema, schema_problem
 
@@ -181,14 +177,7 @@ class Chain(StatelessFlow):
     async def begin(self, run: FlowRun, text: str, role: str | None) -> Outcome:
         return await self._from(run, 0, {"input": text}, role, None)
 
-    async def carry_on(
-        self,
-        run: FlowRun,
-        state: dict[str, Any],
-        approve: bool | Mapping[str, bool],
-        reason: str,
-        role: str | None,
-    ) -> Outcome:
+    async def carry_on(self, run: FlowRun, state: dict[str, Any], decision: Resumption) -> Outcome:
         index = int(state["step"])
         flow = self.steps[index].flow
         if flow is None:
@@ -197,10 +186,8 @@ class Chain(StatelessFlow):
         context: dict[str, Any] = {"input": str(state.get("input", ""))}
         for step in self.steps[:index]:
             context[step.name] = step.restore(stored.get(step.name))
-        first = functools.partial(
-            flow.resume, str(state["thread"]), approve=approve, reason=reason, role=role
-        )
-        return await self._from(run, index, context, role, first)
+        first = decision.of(flow, state["thread"])
+        return await self._from(run, index, context, decision.role, first)
 
     async def _from(
         self,
@@ -219,12 +206,8 @@ class Chain(StatelessFlow):
                 if paused is not None:
                     span.update(stop_reason=paused.stop_reason)
                     values = {k: v for k, v in context.items() if k != "input"}
-                    state = {
-                        "step": index,
-                        "thread": paused.thread_id,
-                        "values": to_jsonable_python(values, fallback=str),
-                    }
-                    return Outcome.of(paused, outputs=values, state=state)
+                    state = {"step": index, "values": to_jsonable_python(values, fallback=str)}
+                    return Outcome.paused(paused, state, outputs=values)
                 span.update(output=output_text(value)[:200])
             context[step.name] = value
             agent = step.agent_name or self.name

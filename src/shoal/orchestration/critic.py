@@ -15,27 +15,21 @@ critic each run in a fresh conversation.
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
 
 from shoal.agent import Agent
 from shoal.exceptions import ApprovalError, UserError
 from shoal.models import Model
-from shoal.orchestration.base import (
-    Flow,
-    FlowResult,
-    as_flow,
-    check_name,
-    first_store,
-)
+from shoal.orchestration.base import Flow, FlowResult, Resumption, as_flow, check_name, first_store
 from shoal.orchestration.running import (
     FlowRun,
     Outcome,
     StatelessFlow,
+    result_from_json,
+    result_to_json,
 )
 from shoal.threads import ThreadStore
 
@@ -107,31 +101,20 @@ class CriticLoop(StatelessFlow):
     async def begin(self, run: FlowRun, text: str, role: str | None) -> Outcome:
         return await self._rounds(run, text, 1, role, previous=None, feedback="", resumed=None)
 
-    async def carry_on(
-        self,
-        run: FlowRun,
-        state: dict[str, Any],
-        approve: bool | Mapping[str, bool],
-        reason: str,
-        role: str | None,
-    ) -> Outcome:
+    async def carry_on(self, run: FlowRun, state: dict[str, Any], decision: Resumption) -> Outcome:
         phase = state.get("phase")
         member = self.worker if phase == "worker" else self.critic
         if phase not in ("worker", "critic"):
             raise ApprovalError(f"critic loop {self.name!r}: unknown paused phase {phase!r}")
-        resumed = functools.partial(
-            member.resume, str(state["thread"]), approve=approve, reason=reason, role=role
-        )
         answer = state.get("answer")
-        previous = _restored(answer) if isinstance(answer, dict) else None
         return await self._rounds(
             run,
             str(state.get("input", "")),
             int(state["round"]),
-            role,
-            previous=previous,
+            decision.role,
+            previous=result_from_json(answer) if isinstance(answer, dict) else None,
             feedback=str(state.get("feedback", "")),
-            resumed=(str(phase), resumed),
+            resumed=(str(phase), decision.of(member, state["thread"])),
         )
 
     async def _rounds(
@@ -148,7 +131,8 @@ class CriticLoop(StatelessFlow):
         answer = previous
         for round_ in range(start, self.max_rounds + 1):
             again = resumed if round_ == start else None
-            state = {"round": round_, "answer": _saved(answer), "feedback": feedback}
+            saved = result_to_json(answer) if answer is not None else None
+            state = {"round": round_, "answer": saved, "feedback": feedback}
             if again is None or again[0] == "worker":
                 if again is not None:
                     result = await again[1]()
@@ -157,12 +141,11 @@ class CriticLoop(StatelessFlow):
                     result = await self.worker.run(message, role=role)
                 run.add(result)
                 if result.stop_reason == "approval":
-                    paused = {**state, "phase": "worker", "thread": result.thread_id}
-                    return Outcome.of(result, state=paused)
+                    return Outcome.paused(result, {**state, "phase": "worker"})
                 if result.stop_reason != "final":
                     return Outcome.of(result)
                 answer = result
-                state["answer"] = _saved(answer)
+                state["answer"] = result_to_json(answer)
             if answer is None:
                 raise ApprovalError(f"critic loop {self.name!r}: the paused round lost its answer")
             if again is not None and again[0] == "critic":
@@ -171,8 +154,7 @@ class CriticLoop(StatelessFlow):
                 judged = await self.critic.run(_review(task, answer.text), role=role)
             run.add(judged)
             if judged.stop_reason == "approval":
-                paused = {**state, "phase": "critic", "thread": judged.thread_id}
-                return Outcome.of(judged, state=paused)
+                return Outcome.paused(judged, {**state, "phase": "critic"})
             if judged.stop_reason != "final":
                 note = f"round {round_}: the critic gave no verdict ({judged.stop_reason})"
                 run.recorder.event("note", text=note)
@@ -208,24 +190,4 @@ def _review(task: str, answer: str) -> str:
     return (
         f"Task:\n{task}\n\nAnswer:\n{answer}\n\n"
         "Does the answer do the task well? Give the verdict accept, or revise with feedback."
-    )
-
-
-def _saved(result: FlowResult | None) -> dict[str, Any] | None:
-    if result is None:
-        return None
-    return {
-        "output": to_jsonable_python(result.output, fallback=str),
-        "text": result.text,
-        "agent": result.agent,
-    }
-
-
-def _restored(data: Mapping[str, Any]) -> FlowResult:
-    return FlowResult(
-        output=data.get("output"),
-        text=str(data.get("text", "")),
-        agent=str(data.get("agent", "")),
-        stop_reason="final",
-        thread_id=None,
     )

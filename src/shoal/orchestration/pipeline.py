@@ -34,6 +34,7 @@ from shoal.exceptions import ApprovalError, UserError
 from shoal.orchestration.base import (
     Flow,
     FlowResult,
+    Resumption,
     as_flow,
     check_name,
     first_store,
@@ -43,7 +44,8 @@ from shoal.orchestration.running import (
     FlowRun,
     Outcome,
     StatelessFlow,
-    approvals_for,
+    result_from_json,
+    result_to_json,
 )
 from shoal.threads import ThreadStore
 
@@ -104,21 +106,13 @@ class Pipeline(StatelessFlow):
     async def begin(self, run: FlowRun, text: str, role: str | None) -> Outcome:
         return await self._from(run, 0, text, role, {}, None)
 
-    async def carry_on(
-        self,
-        run: FlowRun,
-        state: dict[str, Any],
-        approve: bool | Mapping[str, bool],
-        reason: str,
-        role: str | None,
-    ) -> Outcome:
+    async def carry_on(self, run: FlowRun, state: dict[str, Any], decision: Resumption) -> Outcome:
         index = int(state["step"])
         step = self.steps[index]
         if isinstance(step, Flow):
-            first = functools.partial(
-                step.resume, str(state["thread"]), approve=approve, reason=reason, role=role
-            )
-            return await self._from(run, index, "", role, dict(state.get("outputs") or {}), first)
+            first = decision.of(step, state["thread"])
+            outputs = dict(state.get("outputs") or {})
+            return await self._from(run, index, "", decision.role, outputs, first)
         raise ApprovalError(f"pipeline {self.name!r}: step {index} cannot wait for approval")
 
     async def _from(
@@ -145,12 +139,9 @@ class Pipeline(StatelessFlow):
                     run.add(result)
                     span.update(stop_reason=result.stop_reason)
                     if result.stop_reason != "final":
-                        state = {
-                            "step": index,
-                            "thread": result.thread_id,
-                            "outputs": to_jsonable_python(outputs, fallback=str),
-                        }
-                        return Outcome.of(result, outputs=outputs, state=state)
+                        saved = to_jsonable_python(outputs, fallback=str)
+                        state = {"step": index, "outputs": saved}
+                        return Outcome.paused(result, state, outputs=outputs)
                     output, text, agent = result.output, result.text, result.agent
                 else:
                     value = step(text)
@@ -211,34 +202,19 @@ class FanOut(StatelessFlow):
         }
         return await self._branches(run, text, jobs, {}, role)
 
-    async def carry_on(
-        self,
-        run: FlowRun,
-        state: dict[str, Any],
-        approve: bool | Mapping[str, bool],
-        reason: str,
-        role: str | None,
-    ) -> Outcome:
+    async def carry_on(self, run: FlowRun, state: dict[str, Any], decision: Resumption) -> Outcome:
         text = str(state.get("input", ""))
-        done = {int(i): _restored(r) for i, r in (state.get("done") or {}).items()}
+        done = {int(i): result_from_json(r) for i, r in (state.get("done") or {}).items()}
         if state.get("phase") == "combine":
             assert self.combiner is not None
             results = [done[i] for i in sorted(done)]
-            resumed = await self.combiner.resume(
-                str(state["thread"]), approve=approve, reason=reason, role=role
-            )
+            resumed = await decision.of(self.combiner, state["thread"])()
             return self._combined(run, text, results, run.add(resumed))
         jobs: dict[int, Callable[[], Awaitable[FlowResult]]] = {}
         for i, paused in (state.get("paused") or {}).items():
             calls = [str(c) for c in paused.get("calls", [])]
-            jobs[int(i)] = functools.partial(
-                self.branches[int(i)].resume,
-                str(paused["thread"]),
-                approve=approvals_for(approve, calls),
-                reason=reason,
-                role=role,
-            )
-        return await self._branches(run, text, jobs, done, role)
+            jobs[int(i)] = decision.of(self.branches[int(i)], paused["thread"], calls)
+        return await self._branches(run, text, jobs, done, decision.role)
 
     async def _branches(
         self,
@@ -283,7 +259,7 @@ class FanOut(StatelessFlow):
         if paused:
             state = {
                 "phase": "branches",
-                "done": {str(i): _saved(r) for i, r in results.items() if i not in paused},
+                "done": {str(i): result_to_json(r) for i, r in results.items() if i not in paused},
                 "paused": {
                     str(i): {"thread": r.thread_id, "calls": [c.id for c in r.pending_approvals]}
                     for i, r in paused.items()
@@ -321,12 +297,8 @@ class FanOut(StatelessFlow):
     ) -> Outcome:
         outputs = self._outputs(results)
         if combined.stop_reason == "approval":
-            state = {
-                "phase": "combine",
-                "thread": combined.thread_id,
-                "done": {str(i): _saved(r) for i, r in enumerate(results)},
-            }
-            return Outcome.of(combined, outputs=outputs, state=state)
+            done = {str(i): result_to_json(r) for i, r in enumerate(results)}
+            return Outcome.paused(combined, {"phase": "combine", "done": done}, outputs=outputs)
         return Outcome.of(combined, outputs=outputs)
 
 
@@ -334,22 +306,3 @@ def _answer(result: FlowResult) -> str:
     if result.text or result.stop_reason in ("final", "failed"):
         return result.text
     return f"[no answer: {result.stop_reason}]"
-
-
-def _saved(result: FlowResult) -> dict[str, Any]:
-    return {
-        "output": to_jsonable_python(result.output, fallback=str),
-        "text": result.text,
-        "agent": result.agent,
-        "stop_reason": result.stop_reason,
-    }
-
-
-def _restored(data: Mapping[str, Any]) -> FlowResult:
-    return FlowResult(
-        output=data.get("output"),
-        text=str(data.get("text", "")),
-        agent=str(data.get("agent", "")),
-        stop_reason=str(data.get("stop_reason", "final")),
-        thread_id=None,
-    )

@@ -17,33 +17,25 @@ the thread are moved to the router's store (copies; see :func:`~shoal.orchestrat
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shoal.agent import Agent
 from shoal.exceptions import ApprovalError, ModelBehaviorError, UserError
-from shoal.messages import (
-    Message,
-    SystemMessage,
-    ToolCall,
-    Usage,
-    UserMessage,
-    last_user_text,
-)
-from shoal.models import Model, ModelRequestParameters, RouteRule, resolve_model
+from shoal.messages import ToolCall, Usage, last_user_text
+from shoal.models import Model, RouteRule, resolve_model
+from shoal.models.routing import check_rules, classify
 from shoal.observability import RunRecorder
 from shoal.orchestration.base import (
     Flow,
     FlowBase,
     FlowResult,
+    Resumption,
     RouteChoice,
     bind_member,
     check_name,
-    describe,
     first_store,
-    preview,
+    member_descriptions,
 )
 from shoal.orchestration.running import (
     FlowRun,
@@ -53,13 +45,11 @@ from shoal.orchestration.running import (
     read_state,
     write_state,
 )
-from shoal.settings import ModelSettings
 from shoal.threads import ThreadStore
 
 __all__ = ["Router"]
 
 _PROMPT = "Choose who should answer the user's message. Answer with one name only."
-_SETTINGS = ModelSettings(temperature=0.0, max_tokens=16)
 
 
 class Router(FlowBase):
@@ -90,22 +80,8 @@ class Router(FlowBase):
                 f"router {name!r}: give a classifier or a default (where a message that no "
                 "rule matches goes)"
             )
-        for rule in rules:
-            if rule.route not in routes:
-                raise UserError(f"router {name!r}: a rule routes to unknown route {rule.route!r}")
-            if rule.pattern is None and rule.when is None:
-                raise UserError(f"router {name!r}: a rule needs a pattern or a predicate")
-            if rule.pattern is not None:
-                try:
-                    re.compile(rule.pattern)
-                except re.error as exc:
-                    raise UserError(
-                        f"router {name!r}: bad pattern {rule.pattern!r}: {exc}"
-                    ) from None
-        given = dict(descriptions or {})
-        unknown = [label for label in given if label not in routes]
-        if unknown:
-            raise UserError(f"router {name!r}: descriptions of unknown routes {unknown}")
+        check_rules(name, rules, routes)
+        about = member_descriptions(f"router {name!r}", "routes", routes, descriptions)
         self.name = name
         self.description = description
         self.store = store if store is not None else first_store(list(routes.values()))
@@ -114,9 +90,7 @@ class Router(FlowBase):
             label: bind_member(member, self.store) for label, member in routes.items()
         }
         #: route name -> the line the classifier is shown
-        self.descriptions = {
-            label: given.get(label) or describe(member) for label, member in routes.items()
-        }
+        self.descriptions = about
         self.rules = tuple(rules)
         self.default = default
         self.instructions = instructions
@@ -162,9 +136,6 @@ class Router(FlowBase):
     ) -> tuple[RouteChoice, Usage]:
         lines = "\n".join(f"- {label}: {about}" for label, about in self.descriptions.items())
         prompt = f"{self.instructions or _PROMPT}\nChoices:\n{lines}"
-        labels = list(self.routes)
-        params = ModelRequestParameters(output_schema={"enum": labels}, settings=_SETTINGS)
-        messages: list[Message] = [SystemMessage(content=prompt), UserMessage(content=text)]
         span = (
             recorder.span("model.request", model=model.name, step=0, tool_choice="none", tools=[])
             if recorder is not None
@@ -172,7 +143,7 @@ class Router(FlowBase):
         )
         try:
             with span as current:
-                response = await model.request(messages, params)
+                label, answer, response = await classify(model, prompt, text, list(self.routes))
                 if current is not None:
                     current.update(
                         prompt_tokens=response.usage.prompt_tokens,
@@ -185,8 +156,6 @@ class Router(FlowBase):
         except Exception as exc:  # a failing classifier sends the message to the default
             detail = str(exc).strip() or type(exc).__name__
             return self._fallback(f"classifier {model.name} failed: {detail[:200]}", exc), Usage()
-        answer = response.text if response.text is not None else response.raw
-        label = read_label(answer, labels)
         if label is None:
             why = f"classifier answered {answer.strip()[:80]!r}, not a route"
             return self._fallback(why), response.usage
@@ -224,16 +193,9 @@ class Router(FlowBase):
             result = run.add(await member.run(message, thread=thread, role=role))
             return await self._passed_on(run, choice, result)
 
-        return await run.execute(body, system=self.name, entry=None, message=preview(text))
+        return await run.execute(body, entry=None, message=text)
 
-    async def resume(
-        self,
-        thread: str,
-        *,
-        approve: bool | Mapping[str, bool] = True,
-        reason: str = "",
-        role: str | None = None,
-    ) -> FlowResult:
+    async def _resume(self, thread: str, decision: Resumption) -> FlowResult:
         """Go on with the member that paused for approval in ``thread``."""
         state = await read_state(self.store, thread, self.name)
         if state is not None:
@@ -252,11 +214,10 @@ class Router(FlowBase):
         run = FlowRun(self, thread)
 
         async def body() -> Outcome:
-            member = self.routes[target]
-            resumed = await member.resume(thread, approve=approve, reason=reason, role=role)
+            resumed = await decision.of(self.routes[target], thread)()
             return await self._passed_on(run, choice, run.add(resumed))
 
-        return await run.execute(body, system=self.name, entry=target, message=None)
+        return await run.execute(body, entry=target, message=None)
 
     async def pending_approvals(self, thread: str) -> list[ToolCall]:
         """The calls of the member that waits for approval in ``thread``."""
@@ -279,14 +240,3 @@ class Router(FlowBase):
             }
             await write_state(self.store, run.thread_id, self.name, state)
         return Outcome.of(result, route=choice)
-
-
-def read_label(answer: str, labels: Sequence[str]) -> str | None:
-    """The label an answer names: a JSON string or a bare word, case-insensitive."""
-    value: Any = answer.strip()
-    with contextlib.suppress(ValueError):
-        value = json.loads(value)
-    if not isinstance(value, str):
-        return None
-    by_folded = {label.casefold(): label for label in labels}
-    return by_folded.get(value.strip().rstrip(".").strip().casefold())

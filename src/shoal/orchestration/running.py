@@ -12,7 +12,12 @@ Pauses. When a member stops for approval (``stop_reason == "approval"``), the fl
 with ``pending_approvals`` and a ``thread_id`` whose metadata key :data:`FLOW_KEY`
 (``"shoal.flow"``) holds, per flow name, where the flow was (:func:`read_state`,
 :func:`write_state`); ``resume`` continues from there. :class:`StatelessFlow` does this for the
-flows whose members each run in a fresh conversation (pipeline, fan-out, critic loop, chain).
+flows whose members each run in a fresh conversation (pipeline, fan-out, critic loop, chain):
+a flow's body returns :meth:`Outcome.paused` (its position, plus the paused member's thread
+under ``"thread"``), and on resume gets that position back with a :class:`Resumption` (the
+person's decision) whose :meth:`Resumption.of` resumes the member in that thread. Member
+results a position must keep (a fan-out's finished branches, a critic loop's last answer) are
+stored with :func:`result_to_json` and read back with :func:`result_from_json`.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic_core import to_jsonable_python
+
 from shoal.agent import pending_approval
 from shoal.exceptions import ApprovalError, UserError
 from shoal.messages import AssistantMessage, Message, ToolCall, Usage, UserMessage
@@ -30,10 +37,13 @@ from shoal.observability import RunRecorder, TraceEvent
 from shoal.orchestration.base import (
     FlowBase,
     FlowResult,
+    Resumption,
     RouteChoice,
+    approvals_for,
     collector,
     output_text,
     preview,
+    store_trace,
 )
 from shoal.threads import ThreadStore
 
@@ -41,6 +51,7 @@ __all__ = [
     "FLOW_KEY",
     "FlowRun",
     "Outcome",
+    "Resumption",
     "StatelessFlow",
     "approvals_for",
     "calls_from_json",
@@ -48,20 +59,13 @@ __all__ = [
     "check_approvals",
     "paused_member",
     "read_state",
+    "result_from_json",
+    "result_to_json",
     "write_state",
 ]
 
 #: the thread metadata key under which paused flows keep their position (per flow name)
 FLOW_KEY = "shoal.flow"
-
-
-def approvals_for(
-    approve: bool | Mapping[str, bool], calls: Sequence[str]
-) -> bool | dict[str, bool]:
-    """The part of ``approve`` about ``calls`` (a member resumes only its own calls)."""
-    if isinstance(approve, bool):
-        return approve
-    return {key: bool(value) for key, value in approve.items() if key in calls}
 
 
 def check_approvals(approve: bool | Mapping[str, bool], waiting: Sequence[ToolCall]) -> None:
@@ -92,6 +96,27 @@ def calls_from_json(data: Any) -> list[ToolCall]:
         ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=dict(c.get("arguments") or {}))
         for c in data or []
     ]
+
+
+def result_to_json(result: FlowResult) -> dict[str, Any]:
+    """What a paused flow keeps of a member's result: its answer, agent and stop reason."""
+    return {
+        "output": to_jsonable_python(result.output, fallback=str),
+        "text": result.text,
+        "agent": result.agent,
+        "stop_reason": result.stop_reason,
+    }
+
+
+def result_from_json(data: Mapping[str, Any]) -> FlowResult:
+    """A member's result kept by :func:`result_to_json` (no runs, trace or thread)."""
+    return FlowResult(
+        output=data.get("output"),
+        text=str(data.get("text", "")),
+        agent=str(data.get("agent", "")),
+        stop_reason=str(data.get("stop_reason", "final")),
+        thread_id=None,
+    )
 
 
 # -- flow state in thread metadata ------------------------------------------------------------
@@ -157,6 +182,13 @@ class Outcome:
         values.update(changes, notes=notes)
         return cls(**values)
 
+    @classmethod
+    def paused(cls, result: FlowResult, state: Mapping[str, Any], **changes: Any) -> Outcome:
+        """The outcome that passes on a member's stop, with where the flow is: ``state`` and
+        the member's thread as ``"thread"`` (kept only for a pause for approval; resumed
+        through :meth:`Resumption.of`)."""
+        return cls.of(result, state={**state, "thread": result.thread_id}, **changes)
+
 
 class FlowRun:
     """One run (or resume) of a flow: its recorder, its members' results and its thread."""
@@ -181,9 +213,13 @@ class FlowRun:
         self.thread_id = thread_id
         self.recorder.thread_id = thread_id
 
-    async def execute(self, body: Callable[[], Awaitable[Outcome]], **span: Any) -> FlowResult:
-        """Run ``body`` inside the flow's ``system`` span; store the trace with the thread."""
+    async def execute(
+        self, body: Callable[[], Awaitable[Outcome]], *, entry: str | None, message: str | None
+    ) -> FlowResult:
+        """Run ``body`` inside the flow's ``system`` span (``entry``: the first member; the
+        input ``message``, cut short); store the trace with the thread."""
         token = collector.set(self.collected)
+        span = {"system": self.flow.name, "entry": entry, "message": preview(message)}
         try:
             with self.recorder.span("system", **span) as current:
                 outcome = self.outcome = await body()
@@ -236,10 +272,7 @@ class FlowRun:
         if not events:
             return
         events.sort(key=lambda e: e.at)
-        await self.flow.store.append_trace(
-            self.thread_id,
-            [dataclasses.replace(e, thread_id=self.thread_id).to_json() for e in events],
-        )
+        await store_trace(self.flow.store, self.thread_id, events)
 
 
 async def paused_member(store: ThreadStore, thread_id: str) -> str | None:
@@ -254,7 +287,7 @@ class StatelessFlow(FlowBase):
     stores the flow's position (:meth:`Outcome.state`) in the thread, made if there was none.
 
     Subclasses implement :meth:`begin` (from the input text) and :meth:`carry_on` (from a
-    stored position, after resuming the member that paused).
+    stored position: resume the member that paused, with :meth:`Resumption.of`, and go on).
     """
 
     def entry(self) -> str:
@@ -268,14 +301,7 @@ class StatelessFlow(FlowBase):
     async def begin(self, run: FlowRun, text: str, role: str | None) -> Outcome:
         raise NotImplementedError
 
-    async def carry_on(
-        self,
-        run: FlowRun,
-        state: dict[str, Any],
-        approve: bool | Mapping[str, bool],
-        reason: str,
-        role: str | None,
-    ) -> Outcome:
+    async def carry_on(self, run: FlowRun, state: dict[str, Any], decision: Resumption) -> Outcome:
         raise NotImplementedError
 
     async def run(
@@ -302,32 +328,19 @@ class StatelessFlow(FlowBase):
             text, new_message = message, True
         run = FlowRun(self, thread)
         result = await run.execute(
-            lambda: self.begin(run, text, role),
-            system=self.name,
-            entry=self.entry(),
-            message=preview(text),
+            lambda: self.begin(run, text, role), entry=self.entry(), message=text
         )
         return await self._settle(run, result, text, new_message)
 
-    async def resume(
-        self,
-        thread: str,
-        *,
-        approve: bool | Mapping[str, bool] = True,
-        reason: str = "",
-        role: str | None = None,
-    ) -> FlowResult:
+    async def _resume(self, thread: str, decision: Resumption) -> FlowResult:
         state = await read_state(self.store, thread, self.name)
         if state is None:
             raise ApprovalError(f"{self.name}: nothing is waiting for approval in {thread}")
-        check_approvals(approve, calls_from_json(state.get("waiting")))
+        check_approvals(decision.approve, calls_from_json(state.get("waiting")))
         await write_state(self.store, thread, self.name, None)
         run = FlowRun(self, thread)
         result = await run.execute(
-            lambda: self.carry_on(run, state, approve, reason, role),
-            system=self.name,
-            entry=self.entry(),
-            message=None,
+            lambda: self.carry_on(run, state, decision), entry=self.entry(), message=None
         )
         return await self._settle(
             run, result, str(state.get("input", "")), bool(state.get("new_message"))

@@ -40,18 +40,13 @@ from shoal.messages import Message, ToolCall, ToolMessage
 from shoal.orchestration.base import (
     FlowBase,
     FlowResult,
+    Resumption,
     check_name,
     clone_agent,
-    describe,
     from_run,
-    preview,
+    member_descriptions,
 )
-from shoal.orchestration.running import (
-    FlowRun,
-    Outcome,
-    calls_from_json,
-    paused_member,
-)
+from shoal.orchestration.running import FlowRun, Outcome, calls_from_json, paused_member
 from shoal.threads import ThreadStore
 from shoal.tools import Tool
 
@@ -131,17 +126,14 @@ class Team(FlowBase):
                 raise UserError(
                     f"team {name!r}: approval names {target!r}, which no agent hands off to"
                 )
-        given = dict(descriptions or {})
-        unknown = [label for label in given if label not in by_name]
-        if unknown:
-            raise UserError(f"team {name!r}: descriptions of unknown agents {unknown}")
+        about = member_descriptions(f"team {name!r}", "agents", by_name, descriptions)
         self.name = name
         self.description = description
         self.entry = entry
         self.approval = frozenset(approval)
         self.max_handoffs = max_handoffs
         self.store = store if store is not None else by_name[entry].store
-        self.descriptions = {n: given.get(n) or describe(a) for n, a in by_name.items()}
+        self.descriptions = about
         #: agent name -> {transfer tool name: its targets}
         self.transfer_tools: dict[str, dict[str, tuple[str, ...]]] = {}
         #: the team's copies of its agents: on the team's store, with their transfer tools
@@ -206,20 +198,10 @@ class Team(FlowBase):
         run = FlowRun(self, thread)
         first = functools.partial(self.agents[current].run, message, thread=thread, role=role)
         return await run.execute(
-            lambda: self._drive(run, thread, current, first, role),
-            system=self.name,
-            entry=current,
-            message=preview(message),
+            lambda: self._drive(run, thread, current, first, role), entry=current, message=message
         )
 
-    async def resume(
-        self,
-        thread: str,
-        *,
-        approve: bool | Mapping[str, bool] = True,
-        reason: str = "",
-        role: str | None = None,
-    ) -> FlowResult:
+    async def _resume(self, thread: str, decision: Resumption) -> FlowResult:
         """Resume the agent whose run waits for approval in ``thread``, then go on (an
         approved handoff reaches its target)."""
         current = await paused_member(self.store, thread)
@@ -227,11 +209,14 @@ class Team(FlowBase):
             raise ApprovalError(f"team {self.name!r}: nothing waits for approval in {thread}")
         run = FlowRun(self, thread)
         first = functools.partial(
-            self.agents[current].resume, thread, approve=approve, reason=reason, role=role
+            self.agents[current].resume,
+            thread,
+            approve=decision.approve,
+            reason=decision.reason,
+            role=decision.role,
         )
         return await run.execute(
-            lambda: self._drive(run, thread, current, first, role),
-            system=self.name,
+            lambda: self._drive(run, thread, current, first, decision.role),
             entry=current,
             message=None,
         )
