@@ -36,6 +36,14 @@ __all__ = ["serve"]
     help="Agent spec (YAML) to host; repeat for more. Clients address it by its name.",
 )
 @click.option(
+    "--system",
+    "systems",
+    multiple=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="System file (YAML: models, agents, flows) to host; repeat for more. Clients address "
+    "the system by its name (its entry), and each agent and flow by its name.",
+)
+@click.option(
     "--api-key",
     "api_keys",
     multiple=True,
@@ -107,6 +115,7 @@ def serve(
     default_model: str | None,
     deployment: Path | None,
     agents: tuple[Path, ...],
+    systems: tuple[Path, ...],
     api_keys: tuple[str, ...],
     db: Path | None,
     max_queue: int,
@@ -118,7 +127,7 @@ def serve(
     in_process: bool,
     log_level: str,
 ) -> None:
-    """Serve models and agents over the OpenAI API, with /health and /metrics."""
+    """Serve models, agents and systems over the OpenAI API, with /health and /metrics."""
     from shoal.server import ServerSettings, check_port
     from shoal.server import serve as run_server
 
@@ -133,12 +142,15 @@ def serve(
             from shoal.spec import load_deployment
 
             default_model = load_deployment(deployment).default_name() or DEFAULT_MODEL
+        elif systems:
+            default_model = _system_default(systems[0])
     settings = ServerSettings(
         host=host,
         port=port,
         default_model=default_model,
         deployment=deployment,
         agent_specs=agents,
+        systems=systems,
         api_keys=tuple(dict.fromkeys(keys)),
         database=db,
         max_queue=max_queue,
@@ -153,3 +165,13 @@ def serve(
     click.echo(f"shoal: serving {default_model} on http://{host}:{port}/v1", err=True)
     click.echo(f"shoal: {residency.describe()}", err=True)
     run_server(settings, log_level=log_level)
+
+
+def _system_default(path: Path) -> str:
+    """The model a system's first agent runs on, as the server names it (``SYSTEM.ENTRY`` for
+    an entry of its ``models:``): loaded at start instead of a model the system does not use."""
+    from shoal.spec import load_system
+
+    spec = load_system(path)
+    first = spec.model_names()[0]
+    return f"{spec.name}.{first}" if first in spec.models else first

@@ -25,13 +25,14 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shoal import __version__
 from shoal.exceptions import UserError
 from shoal.models import Model
-from shoal.server import chat, responses, threads
+from shoal.server import approvals, chat, responses, threads
 from shoal.server.engines import EnginePool, ModelFactory
 from shoal.server.errors import ApiError, BodyTooLargeError, error_body, install_error_handlers
 from shoal.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from shoal.server.response_store import MEMORY, ResponseStore
 from shoal.server.settings import ServerSettings
 from shoal.server.state import HostedAgent, ServerState
+from shoal.server.systems import host_systems
 from shoal.settings import data_dir
 from shoal.spec import load_agent_spec, load_deployment
 from shoal.threads import InMemoryThreadStore, SQLiteThreadStore, ThreadStore
@@ -79,6 +80,7 @@ def create_app(
         for name, model in deployment.build_models(resolve=pool.make_model).items():
             pool.add_named(name, model)
     state.agents = _hosted_agents(state)
+    host_systems(state)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -105,6 +107,7 @@ def create_app(
     app.include_router(chat.router)
     app.include_router(responses.router)
     app.include_router(threads.router)
+    app.include_router(approvals.router)
     _add_service_routes(app)
     app.add_middleware(_Edge, state=state)
     return app
@@ -166,6 +169,7 @@ def _add_service_routes(app: FastAPI) -> None:
             "default_model": default,
             "models": models,
             "agents": sorted(state.agents),
+            "systems": sorted(state.systems),
             "residency": {
                 "max_memory_mb": None if budget is None else budget // 2**20,
                 "used_mb": round(residency.used_bytes / 2**20),
@@ -184,7 +188,8 @@ def _add_service_routes(app: FastAPI) -> None:
 
     @app.get("/v1/models", tags=["models"])
     async def list_models(request: Request) -> dict[str, Any]:
-        """The models this server can run and the agents it hosts (use either as ``model``)."""
+        """The models this server can run, the agents it hosts, and the systems and their
+        flows (use any as ``model``)."""
         state: ServerState = request.app.state.shoal
         created = int(state.started_at)
         data: list[dict[str, Any]] = [
@@ -203,6 +208,21 @@ def _add_service_routes(app: FastAPI) -> None:
                     "tools": list(hosted.agent.tools),
                 }
             )
+        for name, flow in state.flows.items():
+            system = flow.system
+            item: dict[str, Any] = {
+                "id": name,
+                "object": "model",
+                "created": created,
+                "owned_by": f"shoal-{flow.kind}",
+                "description": flow.description,
+                "system": system.name,
+                "runs": flow.member,
+            }
+            if flow.kind == "system":
+                item["agents"] = list(system.agents)
+                item["flows"] = list(system.flows)
+            data.append(item)
         return {"object": "list", "data": data}
 
     @app.get("/v1/models/{model_id}", tags=["models"])
@@ -212,7 +232,7 @@ def _add_service_routes(app: FastAPI) -> None:
         for item in listing["data"]:
             if item["id"] == model_id:
                 return dict(item)
-        raise ApiError(404, f"no model or agent named {model_id!r}", param="model")
+        raise ApiError(404, f"no model, agent or flow named {model_id!r}", param="model")
 
 
 class _Edge:

@@ -4,7 +4,11 @@ A request naming a model runs a one-off agent whose tools are the request's tool
 external tools: the model's call is constrained by the tool's schema where the engine can,
 parsed, repaired and validated otherwise, and returned in ``tool_calls`` for the client to run;
 its arguments always validate against the declared schema. A request naming a hosted agent runs
-that agent, its own tools included, to its final answer (client tools may be added).
+that agent, its own tools included, to its final answer (client tools may be added). A request
+naming a system or one of its flows (``shoal serve --system``) runs the flow on the messages
+(:func:`~shoal.server.systems.answer_once`); the answer adds ``shoal: {agent, path, route,
+stop_reason, thread_id, pending_approvals, trace}``. Flows do not stream token by token: a
+streamed flow answer is its whole text in one chunk, once the flow is done.
 
 Streaming sends OpenAI's ``chat.completion.chunk`` events: text deltas as they are produced,
 each tool call as one delta with its complete arguments (once validated), the finish reason,
@@ -25,6 +29,7 @@ from fastapi.responses import JSONResponse
 from shoal.agent import FinalEvent, RunResult, TextEvent, ToolCallEvent
 from shoal.exceptions import ShoalError, http_status_for
 from shoal.models.wire import call_json
+from shoal.orchestration import FlowResult
 from shoal.server.convert import (
     answer_text,
     completion_id,
@@ -39,7 +44,9 @@ from shoal.server.convert import (
 )
 from shoal.server.errors import ApiError, error_body, error_code
 from shoal.server.schemas import ChatCompletionRequest
-from shoal.server.state import ServerState
+from shoal.server.state import HostedFlow, ServerState
+from shoal.server.systems import answer_once, flow_extension, refuse_options
+from shoal.server.systems import call_json as call_dict
 
 __all__ = ["router", "sse"]
 
@@ -65,6 +72,9 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     if body.n != 1:
         raise ApiError(400, "n: only n=1 is supported", param="n")
     conversation = to_conversation(body.messages, max_messages=state.settings.max_messages)
+    flow = state.flows.get(body.model or "")
+    if flow is not None:
+        return await _flow_completion(state, flow, body, conversation, request)
     tools = tools_of(body.tools)
     hosted = state.agents.get(body.model or "")
     hosted_tools = list(hosted.agent.tools) if hosted else []
@@ -101,7 +111,14 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
     if result.pending_calls:
         message["tool_calls"] = [call_json(c) for c in result.pending_calls]
     extra: dict[str, Any] = {}
-    if result.decisions:
+    if result.stop_reason == "approval":  # a hosted agent's call waits for a person
+        extra["shoal"] = {
+            "agent": result.agent_name,
+            "stop_reason": result.stop_reason,
+            "thread_id": result.thread_id,
+            "pending_approvals": [call_dict(c) for c in result.pending_approvals],
+        }
+    elif result.decisions:
         # a routed model (deployment file): which model answered and why, beside the OpenAI
         # fields (clients ignore keys they do not know)
         extra["shoal"] = {
@@ -127,6 +144,96 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
             "usage": openai_usage(result.usage),
         }
     )
+
+
+async def _flow_completion(
+    state: ServerState,
+    flow: HostedFlow,
+    body: ChatCompletionRequest,
+    conversation: Any,
+    request: Request,
+) -> Any:
+    """A system's entry or flow answering the messages (see the module docstring)."""
+    name = body.model or ""
+    refuse_options(
+        name,
+        tools=body.tools,
+        tool_choice=body.tool_choice,
+        response_format=body.response_format,
+    )
+    result = await answer_once(
+        state,
+        flow,
+        conversation.message,
+        conversation.history,
+        disconnected=request.is_disconnected,
+    )
+    reason = "length" if result.stop_reason == "max_steps" else "stop"
+    ident, created = completion_id(), now()
+    text = "" if result.stop_reason == "approval" else result.text
+    if body.stream:
+        include_usage = bool(body.stream_options and body.stream_options.include_usage)
+        return event_stream(_flow_chunks(ident, created, name, text, reason, result, include_usage))
+    return JSONResponse(
+        {
+            "shoal": flow_extension(result),
+            "id": ident,
+            "object": "chat.completion",
+            "created": created,
+            "model": name,
+            "system_fingerprint": f"shoal-{flow.system.name}",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": text},
+                    "finish_reason": reason,
+                    "logprobs": None,
+                }
+            ],
+            "usage": openai_usage(result.usage),
+        }
+    )
+
+
+async def _flow_chunks(
+    ident: str,
+    created: int,
+    name: str,
+    text: str,
+    reason: str,
+    result: FlowResult,
+    include_usage: bool,
+) -> AsyncIterator[bytes]:
+    def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+        return sse(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [
+                    {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
+                ],
+                **extra,
+            }
+        )
+
+    yield chunk({"role": "assistant", "content": ""})
+    if text:
+        yield chunk({"content": text})
+    yield chunk({}, reason, shoal=flow_extension(result, trace=False))
+    if include_usage:
+        yield sse(
+            {
+                "id": ident,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "choices": [],
+                "usage": openai_usage(result.usage),
+            }
+        )
+    yield sse("[DONE]")
 
 
 async def _stream(

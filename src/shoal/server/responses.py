@@ -12,7 +12,9 @@ new question) or a ``function_call_output`` (results of calls the client ran).
 The answer comes from a one-off agent over the named model, whose tools are the request's
 function tools (run by the client: the model's calls come back as ``function_call`` output
 items), or from a hosted agent (``model`` = its name) that runs its own tools server-side: only
-its final message and any client calls appear in ``output``.
+its final message and any client calls appear in ``output``; or from a system's entry or flow
+(``model`` = the system's or the flow's name, ``shoal serve --system``): its answer is one
+message item, with ``shoal`` fields (agent, path, route, stop reason, trace) beside it.
 
 With ``store`` (the default) the response object and the whole conversation it ends are kept in
 the :class:`~shoal.server.response_store.ResponseStore` (``GET``/``DELETE /v1/responses/{id}``,
@@ -50,6 +52,7 @@ from shoal.messages import (
     ToolMessage,
     UserMessage,
 )
+from shoal.orchestration import FlowResult
 from shoal.server.convert import (
     answer_text,
     arguments_of,
@@ -63,7 +66,8 @@ from shoal.server.convert import (
 from shoal.server.engines import Engine
 from shoal.server.errors import ApiError
 from shoal.server.schemas import ContentPart, FunctionDefinition, NamedToolChoice, ToolIn
-from shoal.server.state import ServerState
+from shoal.server.state import HostedFlow, ServerState
+from shoal.server.systems import answer_once, flow_extension, refuse_options
 
 __all__ = ["router"]
 
@@ -290,7 +294,7 @@ def _status(result: RunResult[Any]) -> tuple[str, dict[str, str] | None]:
     return "completed", None
 
 
-def _usage(result: RunResult[Any]) -> dict[str, Any]:
+def _usage(result: RunResult[Any] | FlowResult) -> dict[str, Any]:
     usage = result.usage
     return {
         "input_tokens": usage.prompt_tokens,
@@ -487,6 +491,9 @@ async def create_response(body: ResponseCreate, request: Request) -> Any:
             param="input",
         )
     turn = _Turn([*before, *_input_messages(body.input, before)], body.instructions)
+    flow = state.flows.get(body.model or "")
+    if flow is not None:
+        return await _flow_response(state, flow, body, turn, request)
     tools = tools_of(_tools(body))
     hosted = state.agents.get(body.model or "")
     choice = tool_choice_of(_tool_choice(body), tools, list(hosted.agent.tools) if hosted else [])
@@ -530,6 +537,67 @@ async def create_response(body: ResponseCreate, request: Request) -> Any:
     if body.store:
         await _keep(state, draft, response, turn.conversation(result))
     return JSONResponse(response)
+
+
+async def _flow_response(
+    state: ServerState, flow: HostedFlow, body: ResponseCreate, turn: _Turn, request: Request
+) -> Any:
+    """A system's entry or flow answering the input: one message item, and ``shoal`` fields as
+    chat completions have them. A run that waits for approval is ``incomplete`` (reason
+    ``approval``) with no message; ``shoal.thread_id`` is the thread to approve it in. A
+    streamed answer comes in one text delta once the flow is done."""
+    name = body.model or ""
+    fmt = body.text.format if body.text else None
+    refuse_options(
+        name,
+        tools=body.tools,
+        tool_choice=body.tool_choice,
+        **{"text.format": None if fmt is None or fmt.type == "text" else fmt.type},
+    )
+    result = await answer_once(
+        state, flow, turn.message, turn.history, disconnected=request.is_disconnected
+    )
+    draft = _Draft(body, name)
+    writer = _Writer()
+    opened = draft.response(status="in_progress")
+    chunks = [
+        writer.event("response.created", response=opened),
+        writer.event("response.in_progress", response=opened),
+    ]
+    text = "" if result.stop_reason == "approval" else result.text
+    chunks += writer.text(text)
+    chunks += writer.close_message(text)
+    incomplete = (
+        {"reason": result.stop_reason}
+        if result.stop_reason in ("max_steps", "approval", "max_handoffs")
+        else None
+    )
+    response = draft.response(
+        status="incomplete" if incomplete else "completed",
+        output=writer.items,
+        incomplete=incomplete,
+    )
+    response["usage"] = _usage(result)
+    response["shoal"] = flow_extension(result)
+    if body.store and result.stop_reason != "approval":
+        assert turn.message is not None  # answer_once refused a conversation without one
+        conversation = [
+            *turn.head,
+            *turn.history,
+            UserMessage(content=turn.message),
+            AssistantMessage(content=text),
+        ]
+        await _keep(state, draft, response, conversation)
+    if not body.stream:
+        return JSONResponse(response)
+    done = "incomplete" if incomplete else "completed"
+    chunks.append(writer.event(f"response.{done}", response=response))
+
+    async def replay() -> AsyncIterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+
+    return event_stream(replay())
 
 
 async def _keep(

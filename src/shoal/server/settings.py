@@ -39,6 +39,9 @@ class ServerSettings:
     models: tuple[str, ...] = ()
     #: agent spec files hosted by the server (addressed by agent name as the ``model``)
     agent_specs: tuple[Path, ...] = ()
+    #: system files (models, agents, flows): every agent and flow is served under its name,
+    #: each system's entry under the system's name
+    systems: tuple[Path, ...] = ()
     #: a deployment file (``models:``, ``default:``): its named models (remote endpoints,
     #: routers, fallbacks, escalation tiers) are served under their names
     deployment: Path | None = None

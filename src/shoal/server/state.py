@@ -1,34 +1,66 @@
-"""What every route shares: settings, engines, the thread store, hosted agents, metrics.
+"""What every route shares: settings, engines, the thread store, hosted agents and systems,
+metrics.
 
 Also the two things every model-running route does the same way: build the agent for a request
 (a hosted agent, or a bare model wrapped in a one-off agent whose tools are the client's), and
 run it under the server's rules: a queue slot on the model, the request deadline, cancellation
 when the client goes away, and metrics of what it cost.
+
+A system's flows (:class:`HostedFlow`, served under the system's name and each flow's name) run
+several agents on several models: their agents' models take a queue slot per model request
+(:class:`~shoal.server.systems.AdmittedModel`) rather than one for the whole run. A slot is
+held per task: code that already holds an engine's slot (an agent run, whose tool asks another
+agent on the same model) does not queue for it again (:meth:`ServerState.admit`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from shoal.agent import Agent, FinalEvent, RunEvent, RunResult
 from shoal.exceptions import DeadlineExceededError, UserError
 from shoal.messages import Message
+from shoal.orchestration import FlowResult
 from shoal.server.engines import Engine, EnginePool
 from shoal.server.metrics import ServerMetrics
 from shoal.server.response_store import ResponseStore
 from shoal.server.settings import ServerSettings
 from shoal.settings import ModelSettings, merge_settings
+from shoal.spec import System
 from shoal.threads import ThreadStore
 from shoal.tools import Tool
 
-__all__ = ["HostedAgent", "ServerState"]
+__all__ = ["HostedAgent", "HostedFlow", "HostedSystem", "ServerState", "admitted"]
 
 T = TypeVar("T")
+
+#: the engines whose queue slot this task (and the tasks it starts) holds
+_HELD: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "shoal_server_held_engines", default=frozenset()
+)
+
+
+@contextlib.asynccontextmanager
+async def admitted(engine: Engine) -> AsyncIterator[None]:
+    """A queue slot on ``engine`` for the body, unless this task holds one already."""
+    held = _HELD.get()
+    if engine.reference in held:
+        yield
+        return
+    async with engine.admit():
+        token = _HELD.set(held | {engine.reference})
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):  # reset from another context
+                _HELD.reset(token)
+
 
 #: a bare model's one-off agent: the first call stops the run (client tools), so a few steps
 #: cover a call, two corrections and a forced answer
@@ -45,6 +77,37 @@ class HostedAgent:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class HostedSystem:
+    """A system file's system, built on the server's engines and thread store."""
+
+    system: System
+    #: agent name -> the engine of its model
+    engines: Mapping[str, Engine]
+    #: the engines of its routers' classifiers, by flow name
+    classifiers: Mapping[str, Engine] = field(default_factory=dict)
+
+    def engine_of(self, agent: str) -> Engine:
+        """The engine of ``agent`` (another one when the name is not a system agent's, so a
+        deadline is still counted somewhere)."""
+        return self.engines.get(agent) or next(iter(self.engines.values()))
+
+
+@dataclass(frozen=True)
+class HostedFlow:
+    """What a ``model`` name runs when it names a system (its entry) or one of its flows."""
+
+    hosted: HostedSystem
+    #: the agent or flow of the system that runs
+    member: str
+    kind: Literal["system", "flow"]
+    description: str = ""
+
+    @property
+    def system(self) -> System:
+        return self.hosted.system
+
+
 @dataclass
 class ServerState:
     settings: ServerSettings
@@ -52,6 +115,9 @@ class ServerState:
     store: ThreadStore
     metrics: ServerMetrics
     agents: dict[str, HostedAgent] = field(default_factory=dict)
+    #: systems by name, and what each served flow name runs (the system's name: its entry)
+    systems: dict[str, HostedSystem] = field(default_factory=dict)
+    flows: dict[str, HostedFlow] = field(default_factory=dict)
     started_at: float = field(default_factory=time.time)
     #: stored responses of ``/v1/responses`` (in memory unless ``create_app`` passes a file)
     responses: ResponseStore = field(default_factory=ResponseStore)
@@ -110,6 +176,8 @@ class ServerState:
             max_steps=base.max_steps,
             retries=base.retries,
             store=self.store,
+            guards=base.guards,
+            role=base.role,
         )
         return engine, agent
 
@@ -128,7 +196,7 @@ class ServerState:
         """Run to the end under a queue slot and the deadline; cancelled if the client leaves."""
 
         async def work() -> RunResult[Any]:
-            async with engine.admit():
+            async with admitted(engine):
                 result = await agent.run(message, history=history, thread=thread)
             self.record(engine, result)
             return result
@@ -179,7 +247,7 @@ class ServerState:
         """:meth:`run` as events; the caller's cancellation (a disconnect) stops generation."""
         deadline = self.settings.request_timeout
         try:
-            async with asyncio.timeout(deadline), engine.admit():
+            async with asyncio.timeout(deadline), admitted(engine):
                 async for event in agent.run_stream(message, history=history, thread=thread):
                     if isinstance(event, FinalEvent):
                         self.record(engine, event.result)
@@ -189,6 +257,65 @@ class ServerState:
             raise DeadlineExceededError(
                 f"the request took longer than {deadline:g} s; its generation was stopped"
             ) from None
+
+    async def resume(
+        self,
+        engine: Engine,
+        agent: Agent[Any],
+        thread: str,
+        *,
+        approve: bool | Mapping[str, bool],
+        reason: str,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> RunResult[Any]:
+        """An agent's paused run, continued under a queue slot and the deadline."""
+
+        async def work() -> RunResult[Any]:
+            async with admitted(engine):
+                result = await agent.resume(thread, approve=approve, reason=reason)
+            self.record(engine, result)
+            return result
+
+        return await self.guarded(work(), engine, disconnected)
+
+    async def run_flow(
+        self,
+        hosted: HostedFlow,
+        message: str | None,
+        *,
+        thread: str | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> FlowResult:
+        """Run a system's flow (or entry) under the deadline; each model request of its
+        agents takes a queue slot on that model."""
+        run = hosted.system.run(message, thread=thread, agent=hosted.member)
+        return await self._flow(hosted.hosted, run, disconnected)
+
+    async def resume_flow(
+        self,
+        hosted: HostedSystem,
+        thread: str,
+        *,
+        approve: bool | Mapping[str, bool],
+        reason: str,
+        member: str | None = None,
+        disconnected: Callable[[], Awaitable[bool]] | None = None,
+    ) -> FlowResult:
+        """Continue a system's run paused for approval in ``thread``."""
+        run = hosted.system.resume(thread, approve=approve, reason=reason, agent=member)
+        return await self._flow(hosted, run, disconnected)
+
+    async def _flow(
+        self,
+        hosted: HostedSystem,
+        work: Awaitable[FlowResult],
+        disconnected: Callable[[], Awaitable[bool]] | None,
+    ) -> FlowResult:
+        first = next(iter(hosted.system.agents))
+        result = await self.guarded(work, hosted.engine_of(first), disconnected)
+        for run in result.runs:
+            self.record(hosted.engine_of(run.agent_name), run)
+        return result
 
     def record(self, engine: Engine, result: RunResult[Any]) -> None:
         """Count what a run cost and what its tool calls came to."""

@@ -34,9 +34,10 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from shoal.agent import RunResult
+from shoal.agent import RunResult, ToolCallRecord
 from shoal.messages import AssistantMessage, Message, ToolMessage, UserMessage
-from shoal.models.wire import call_json
+from shoal.models.wire import call_json as wire_call_json
+from shoal.orchestration import FlowResult
 from shoal.server.convert import (
     now,
     output_schema_of,
@@ -48,9 +49,10 @@ from shoal.server.convert import (
 from shoal.server.errors import ApiError
 from shoal.server.schemas import ContentPart, NamedToolChoice, ResponseFormat, ToolIn
 from shoal.server.state import ServerState
+from shoal.server.systems import call_json, flow_extension, refuse_options
 from shoal.threads import Thread
 
-__all__ = ["router"]
+__all__ = ["router", "run_object"]
 
 router = APIRouter(tags=["threads"])
 
@@ -133,7 +135,7 @@ def _message_object(
         "metadata": {},
     }
     if isinstance(message, AssistantMessage) and message.tool_calls:
-        body["tool_calls"] = [call_json(call) for call in message.tool_calls]
+        body["tool_calls"] = [wire_call_json(call) for call in message.tool_calls]
     if isinstance(message, ToolMessage):
         body["tool_call_id"] = message.tool_call_id
         body["name"] = message.name
@@ -343,14 +345,32 @@ def _position(thread_id: str, message_id: str, param: str) -> int:
 # -- runs -------------------------------------------------------------------------------------
 
 
-def _run_status(result: RunResult[Any]) -> tuple[str, dict[str, str] | None]:
-    if result.pending_calls:
+def _run_status(result: RunResult[Any] | FlowResult) -> tuple[str, dict[str, str] | None]:
+    if result.stop_reason == "approval" or result.pending_calls:
         return "requires_action", None
-    if result.truncated:
+    if isinstance(result, RunResult) and result.truncated:
         return "incomplete", {"reason": "max_completion_tokens"}
-    if result.stop_reason == "max_steps":
-        return "incomplete", {"reason": "max_steps"}
+    if result.stop_reason in ("max_steps", "max_handoffs"):
+        return "incomplete", {"reason": result.stop_reason}
     return "completed", None
+
+
+def _required_action(result: RunResult[Any] | FlowResult) -> dict[str, Any] | None:
+    if result.stop_reason == "approval":
+        return {
+            "type": "submit_approval",
+            "submit_approval": {
+                "tool_calls": [wire_call_json(call) for call in result.pending_approvals]
+            },
+        }
+    if result.pending_calls:
+        return {
+            "type": "submit_tool_outputs",
+            "submit_tool_outputs": {
+                "tool_calls": [wire_call_json(call) for call in result.pending_calls]
+            },
+        }
+    return None
 
 
 @router.post("/v1/threads/{thread_id}/runs")
@@ -376,6 +396,27 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> dict[
             f"thread {thread_id} does not end with a user message or tool results: "
             "add a user message first",
             param="thread_id",
+        )
+    flow = state.flows.get(name or "")
+    if flow is not None:
+        refuse_options(
+            name or "",
+            instructions=body.instructions,
+            additional_instructions=body.additional_instructions,
+            tools=body.tools,
+            tool_choice=body.tool_choice,
+            response_format=body.response_format,
+        )
+        flow_result = await state.run_flow(
+            flow, None, thread=thread_id, disconnected=request.is_disconnected
+        )
+        return run_object(
+            thread_id=thread_id,
+            assistant_id=name or "",
+            model=name or "",
+            result=flow_result,
+            started=started,
+            body=body,
         )
     tools = tools_of(body.tools)
     hosted = state.agents.get(name or "")
@@ -404,7 +445,7 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> dict[
     result = await state.run(
         engine, agent, None, thread=thread_id, disconnected=request.is_disconnected
     )
-    return _run_object(
+    return run_object(
         thread_id=thread_id,
         assistant_id=name or engine.reference,
         model=engine.reference,
@@ -415,27 +456,37 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> dict[
     )
 
 
-def _run_object(
+def run_object(
     *,
     thread_id: str,
     assistant_id: str,
     model: str,
-    instructions: str,
-    body: RunCreate,
-    result: RunResult[Any],
+    result: RunResult[Any] | FlowResult,
     started: int,
+    instructions: str = "",
+    body: RunCreate | None = None,
 ) -> dict[str, Any]:
+    """The run object (OpenAI's shape, with a ``shoal`` extension) of an agent's or a flow's
+    run on a thread."""
+    body = body or RunCreate()
     status, incomplete = _run_status(result)
-    required = None
-    if result.pending_calls:
-        required = {
-            "type": "submit_tool_outputs",
-            "submit_tool_outputs": {
-                "tool_calls": [call_json(call) for call in result.pending_calls]
-            },
-        }
     usage = result.usage
     finished = now()
+    if isinstance(result, FlowResult):
+        extension = flow_extension(result)
+        extension["output"] = result.output
+        extension["tool_calls"] = [
+            _record_json(record) for run in result.runs for record in run.tool_calls
+        ]
+    else:
+        extension = {
+            "output": result.output,
+            "stop_reason": result.stop_reason,
+            "agent": result.agent_name,
+            "tool_calls": [_record_json(record) for record in result.tool_calls],
+            "notes": list(result.notes),
+            "pending_approvals": [call_json(call) for call in result.pending_approvals],
+        }
     return {
         "id": f"run_{uuid.uuid4().hex[:24]}",
         "object": "thread.run",
@@ -446,7 +497,7 @@ def _run_object(
         "assistant_id": assistant_id,
         "model": model,
         "status": status,
-        "required_action": required,
+        "required_action": _required_action(result),
         "last_error": None,
         "incomplete_details": incomplete,
         "instructions": instructions,  # the request's: a hosted agent's own stay private
@@ -466,18 +517,14 @@ def _run_object(
             "completion_tokens": usage.completion_tokens,
             "total_tokens": usage.total_tokens,
         },
-        "shoal": {
-            "output": result.output,
-            "stop_reason": result.stop_reason,
-            "tool_calls": [
-                {
-                    "name": record.call.name,
-                    "arguments": record.call.arguments,
-                    "outcome": record.outcome,
-                    "content": record.content,
-                }
-                for record in result.tool_calls
-            ],
-            "notes": list(result.notes),
-        },
+        "shoal": extension,
+    }
+
+
+def _record_json(record: ToolCallRecord) -> dict[str, Any]:
+    return {
+        "name": record.call.name,
+        "arguments": record.call.arguments,
+        "outcome": record.outcome,
+        "content": record.content,
     }

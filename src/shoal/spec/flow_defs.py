@@ -1,0 +1,414 @@
+"""The ``flows:`` section of a system file: one checked definition per flow (layer L4).
+
+Each entry is one :class:`FlowDef` subclass, chosen by its ``type:`` (``router``, ``team``,
+``pipeline``, ``fanout``, ``critic``, ``chain``; see ``docs/systems.md``). A definition checks
+what it can on its own (route labels of rules, a team's handoffs, a chain's prompt
+placeholders); what needs the whole file (are the names agents or flows? cycles?) is checked
+by :class:`~shoal.spec.system.SystemSpec`, which reads every place naming a member through
+:meth:`FlowDef.members` and :meth:`FlowDef.agent_refs`.
+
+Errors are pydantic errors whose place, relative to the model that raises them, is in the
+context under :data:`~shoal.spec.models.BELOW_KEY` (the loader turns them into ``file:line``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import string
+from collections.abc import Iterator
+from typing import Any, ClassVar, Self
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ModelWrapValidatorHandler,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from shoal.exceptions import UserError
+from shoal.spec.models import BELOW_KEY
+from shoal.spec.schema import _TOOL_REF, Loc
+from shoal.tools.tool import check_output_schema
+
+__all__ = [
+    "FLOW_KINDS",
+    "ChainFlow",
+    "ChainStepDef",
+    "CriticFlow",
+    "FanoutFlow",
+    "FlowDef",
+    "FlowRule",
+    "PipelineFlow",
+    "RouterFlow",
+    "TeamFlow",
+]
+
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _error(kind: str, message: str, below: Loc = ()) -> PydanticCustomError:
+    """An error ``below`` the model that raises it (user text goes in as a value: braces)."""
+    return PydanticCustomError(kind, "{message}", {"message": message, BELOW_KEY: below})
+
+
+def _hint(word: str, options: list[str], what: str = "known") -> str:
+    close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
+    if close:
+        return f"; did you mean {close[0]!r}?"
+    return f"; {what}: {', '.join(options)}" if options else ""
+
+
+def _valid_name(value: str, what: str = "name") -> str:
+    if not _NAME.fullmatch(value):
+        raise _error(
+            "name", f"{value!r} is not a valid {what}: use letters, digits, '_' and '-' only"
+        )
+    return value
+
+
+def _valid_ref(value: str) -> str:
+    if not _TOOL_REF.fullmatch(value):
+        raise _error(
+            "ref", f"{value!r} must look like 'module:attribute' (for example 'my_guards:strict')"
+        )
+    return value
+
+
+def _is_function_ref(value: str) -> bool:
+    return ":" in value
+
+
+def _schema_problem(schema: Any) -> str | None:
+    try:
+        check_output_schema(schema, "output_schema")
+    except UserError as exc:
+        return str(exc)
+    return None
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class FlowDef(_Strict):
+    """One entry of ``flows:``. Validating a mapping as ``FlowDef`` gives the subclass its
+    ``type:`` names."""
+
+    #: the ``type:`` value of this kind
+    kind: ClassVar[str] = ""
+
+    type: str
+    description: str = ""
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _dispatch(cls, data: Any, handler: ModelWrapValidatorHandler[FlowDef]) -> FlowDef:
+        if cls is not FlowDef:
+            return handler(data)
+        if isinstance(data, FlowDef):
+            return data
+        kinds = ", ".join(FLOW_KINDS)
+        if not isinstance(data, dict):
+            raise _error("flow", f"a flow must be a mapping with 'type:' ({kinds})")
+        if "type" not in data:
+            raise _error("flow", f"missing required key 'type' ({kinds})")
+        kind = data["type"]
+        if not isinstance(kind, str) or kind not in FLOW_KINDS:
+            raise _error(
+                "flow_type",
+                f"{kind!r} is not a flow type{_hint(str(kind), list(FLOW_KINDS), 'use')}",
+                ("type",),
+            )
+        return FLOW_KINDS[kind].model_validate(data)
+
+    def members(self) -> Iterator[tuple[Loc, str]]:
+        """The agents or flows this flow runs, each with its place (relative to the flow)."""
+        return iter(())
+
+    def agent_refs(self) -> Iterator[tuple[Loc, str]]:
+        """The places that must name an agent (not a flow)."""
+        return iter(())
+
+
+class FlowRule(_Strict):
+    """A router rule: a regex searched case-insensitively in the message, the route label."""
+
+    pattern: str = Field(min_length=1)
+    to: str
+    reason: str = ""
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        try:
+            re.compile(value, re.IGNORECASE)
+        except re.error as exc:
+            raise _error("pattern", f"{value!r} is not a valid regular expression: {exc}") from None
+        return value
+
+
+class RouterFlow(FlowDef):
+    """Rules first, then a classifier model, else ``default``; runs the chosen route."""
+
+    kind: ClassVar[str] = "router"
+
+    #: members (labels are their names), or label -> member
+    routes: tuple[str, ...] | dict[str, str] = Field(min_length=1)
+    rules: tuple[FlowRule, ...] = ()
+    #: a models: entry or a model reference
+    classifier: str | None = Field(default=None, min_length=1)
+    descriptions: dict[str, str] = Field(default_factory=dict)
+    default: str | None = None
+    instructions: str | None = None
+
+    def labels(self) -> dict[str, str]:
+        """Route label -> member name."""
+        if isinstance(self.routes, dict):
+            return dict(self.routes)
+        return {name: name for name in self.routes}
+
+    def _route_loc(self, label: str) -> Loc:
+        if isinstance(self.routes, dict):
+            return ("routes", label)
+        return ("routes", self.routes.index(label))
+
+    @model_validator(mode="after")
+    def _check_labels(self) -> Self:
+        labels = list(self.labels())
+        for label in labels:
+            if not _NAME.fullmatch(label):
+                raise _error(
+                    "route_label",
+                    f"{label!r} is not a valid route label: use letters, digits, '_' and '-'",
+                    ("routes", label),
+                )
+        if not isinstance(self.routes, dict) and len(set(self.routes)) != len(self.routes):
+            twice = next(n for n in self.routes if self.routes.count(n) > 1)
+            raise _error("routes", f"{twice!r} is listed twice", ("routes",))
+        for index, rule in enumerate(self.rules):
+            if rule.to not in labels:
+                raise _error(
+                    "route_label",
+                    f"rule sends to {rule.to!r}, which is not a route{_hint(rule.to, labels)}",
+                    ("rules", index, "to"),
+                )
+        if self.default is not None and self.default not in labels:
+            raise _error(
+                "route_label",
+                f"default {self.default!r} is not a route{_hint(self.default, labels)}",
+                ("default",),
+            )
+        for label in self.descriptions:
+            if label not in labels:
+                raise _error(
+                    "route_label",
+                    f"descriptions names {label!r}, which is not a route{_hint(label, labels)}",
+                    ("descriptions", label),
+                )
+        return self
+
+    def members(self) -> Iterator[tuple[Loc, str]]:
+        for label, member in self.labels().items():
+            yield self._route_loc(label), member
+
+
+class TeamFlow(FlowDef):
+    """Agents that hand the conversation to each other."""
+
+    kind: ClassVar[str] = "team"
+
+    agents: tuple[str, ...] = Field(min_length=1)
+    entry: str | None = None
+    handoffs: dict[str, tuple[str, ...]] | None = None
+    approval: tuple[str, ...] = ()
+    max_handoffs: int = Field(default=3, ge=0, le=20, strict=True)
+
+    @model_validator(mode="after")
+    def _check_team(self) -> Self:
+        agents = list(self.agents)
+        if len(set(agents)) != len(agents):
+            twice = next(n for n in agents if agents.count(n) > 1)
+            raise _error("team", f"{twice!r} is listed twice", ("agents",))
+
+        def outside(name: str, loc: Loc, what: str) -> None:
+            if name not in agents:
+                raise _error(
+                    "team",
+                    f"{what} names {name!r}, which is not an agent of the team"
+                    + _hint(name, agents, "its agents"),
+                    loc,
+                )
+
+        if self.entry is not None:
+            outside(self.entry, ("entry",), "entry")
+        for source, targets in (self.handoffs or {}).items():
+            outside(source, ("handoffs", source), "handoffs")
+            for index, target in enumerate(targets):
+                outside(target, ("handoffs", source, index), f"handoffs.{source}")
+                if target == source:
+                    raise _error(
+                        "team",
+                        f"{source!r} cannot hand off to itself",
+                        ("handoffs", source, index),
+                    )
+        for index, name in enumerate(self.approval):
+            outside(name, ("approval", index), "approval")
+        return self
+
+    @property
+    def entry_name(self) -> str:
+        return self.entry or self.agents[0]
+
+    def agent_refs(self) -> Iterator[tuple[Loc, str]]:
+        for index, name in enumerate(self.agents):
+            yield ("agents", index), name
+
+
+class PipelineFlow(FlowDef):
+    """Steps in order, each step's answer the next one's message."""
+
+    kind: ClassVar[str] = "pipeline"
+
+    #: members, or ``module:function`` references (str -> str)
+    steps: tuple[str, ...] = Field(min_length=1)
+
+    def members(self) -> Iterator[tuple[Loc, str]]:
+        for index, step in enumerate(self.steps):
+            if not _is_function_ref(step):
+                yield ("steps", index), step
+
+    @field_validator("steps")
+    @classmethod
+    def _check_refs(cls, steps: tuple[str, ...]) -> tuple[str, ...]:
+        for index, step in enumerate(steps):
+            if _is_function_ref(step) and not _TOOL_REF.fullmatch(step):
+                raise _error("ref", f"{step!r} must look like 'module:function'", (index,))
+        return steps
+
+
+class FanoutFlow(FlowDef):
+    """The same message to every branch at once (at most ``limit``), then ``combine``."""
+
+    kind: ClassVar[str] = "fanout"
+
+    branches: tuple[str, ...] = Field(min_length=1)
+    limit: int = Field(default=2, ge=1, le=16, strict=True)
+    #: an agent, or a ``module:function`` (list of results -> text); None: answers joined
+    combine: str | None = None
+
+    @field_validator("combine")
+    @classmethod
+    def _check_combine(cls, value: str | None) -> str | None:
+        if value is not None and _is_function_ref(value):
+            _valid_ref(value)
+        return value
+
+    def members(self) -> Iterator[tuple[Loc, str]]:
+        for index, branch in enumerate(self.branches):
+            yield ("branches", index), branch
+
+    def agent_refs(self) -> Iterator[tuple[Loc, str]]:
+        if self.combine is not None and not _is_function_ref(self.combine):
+            yield ("combine",), self.combine
+
+
+class CriticFlow(FlowDef):
+    """The worker answers, the critic accepts or asks for a revision."""
+
+    kind: ClassVar[str] = "critic"
+
+    worker: str
+    critic: str
+    max_rounds: int = Field(default=2, ge=1, le=3, strict=True)
+
+    def members(self) -> Iterator[tuple[Loc, str]]:
+        yield ("worker",), self.worker
+
+    def agent_refs(self) -> Iterator[tuple[Loc, str]]:
+        yield ("critic",), self.critic
+
+
+class ChainStepDef(_Strict):
+    """One typed step of a chain."""
+
+    name: str
+    #: an agent, or a ``module:function`` taking the dict of earlier outputs
+    agent: str
+    prompt: str = "{input}"
+    output_schema: dict[str, Any] | None = None
+    retries: int = Field(default=1, ge=0, le=5, strict=True)
+
+    @field_validator("name")
+    @classmethod
+    def _check_step_name(cls, value: str) -> str:
+        if not _STEP_NAME.fullmatch(value) or value == "input":
+            raise _error(
+                "name",
+                f"{value!r} is not a valid step name: letters, digits and '_', not starting "
+                "with a digit, and not 'input' (prompts use the names as {placeholders})",
+            )
+        return value
+
+    @field_validator("agent")
+    @classmethod
+    def _check_agent(cls, value: str) -> str:
+        return _valid_ref(value) if _is_function_ref(value) else value
+
+    @field_validator("output_schema")
+    @classmethod
+    def _check_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        problem = _schema_problem(value) if value is not None else None
+        if problem is not None:
+            raise _error("output_schema", problem)
+        return value
+
+
+class ChainFlow(FlowDef):
+    """Typed steps run in order by code; each prompt sees the earlier outputs."""
+
+    kind: ClassVar[str] = "chain"
+
+    steps: tuple[ChainStepDef, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check_steps(self) -> Self:
+        known = ["input"]
+        for index, step in enumerate(self.steps):
+            if step.name in known:
+                raise _error(
+                    "chain", f"step name {step.name!r} is used twice", ("steps", index, "name")
+                )
+            try:
+                fields = [f for _, f, _, _ in string.Formatter().parse(step.prompt) if f]
+            except ValueError as exc:
+                raise _error(
+                    "prompt", f"the prompt is not a valid template: {exc}", ("steps", index)
+                ) from None
+            for field in fields:
+                root = re.split(r"[.\[]", field, maxsplit=1)[0]
+                if root not in known:
+                    raise _error(
+                        "prompt",
+                        f"the prompt uses {{{field}}}, but only {{input}} and earlier steps "
+                        f"exist here{_hint(root, known, 'use')}",
+                        ("steps", index, "prompt"),
+                    )
+            known.append(step.name)
+        return self
+
+    def agent_refs(self) -> Iterator[tuple[Loc, str]]:
+        for index, step in enumerate(self.steps):
+            if not _is_function_ref(step.agent):
+                yield ("steps", index, "agent"), step.agent
+
+
+#: ``type:`` -> flow class
+FLOW_KINDS: dict[str, type[FlowDef]] = {
+    kind.kind: kind
+    for kind in (RouterFlow, TeamFlow, PipelineFlow, FanoutFlow, CriticFlow, ChainFlow)
+}
