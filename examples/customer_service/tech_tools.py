@@ -6,7 +6,8 @@ index): a word of the question that is one of an article's keywords counts 2, on
 that product. The two best articles are returned. ``check_device`` compares a device's
 firmware with the latest and its warranty with the shop's date, and attaches the guide for what
 its record shows (an error code, offline, an update stuck, not paired, a low battery), so one
-call is enough and the model only has to read the answer out.
+call is enough and the model only has to read the answer out; given a description of the
+problem instead of a serial, it answers with the guides ``search_help`` finds.
 """
 
 from __future__ import annotations
@@ -106,7 +107,11 @@ def check_device(serial: str) -> dict[str, Any]:
     """
     found = data.device(serial)
     if found is None:
-        return {"error": f"no device {serial!r}; serials look like LC30-58211"}
+        answer: dict[str, Any] = {"error": f"no device {serial!r}; serials look like LC30-58211"}
+        guides = search_help.function(serial) if re.search(r"[a-z]{3}", serial, re.I) else {}
+        if "articles" in guides:  # forgiving: a problem described instead of a serial
+            answer["guides"] = guides["articles"]
+        return answer
     product = data.product(found["sku"]) or {}
     latest = product.get("latest_firmware")
     registered = dt.date.fromisoformat(found["registered_on"])
