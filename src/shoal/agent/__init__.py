@@ -1,7 +1,13 @@
 """The agent and its run loop (layer L3)."""
 
 from shoal.agent.agent import TOOL_STRATEGIES, Agent
-from shoal.agent.approval import APPROVAL_KEY, pending_approval
+from shoal.agent.approval import (
+    APPROVAL_KEY,
+    calls_from_json,
+    calls_to_json,
+    check_decisions,
+    pending_approval,
+)
 from shoal.agent.result import (
     ApprovalEvent,
     FinalEvent,
@@ -29,5 +35,8 @@ __all__ = [
     "ToolCallEvent",
     "ToolCallRecord",
     "ToolResultEvent",
+    "calls_from_json",
+    "calls_to_json",
+    "check_decisions",
     "pending_approval",
 ]

@@ -23,7 +23,13 @@ from shoal.exceptions import ApprovalError
 from shoal.messages import ToolCall
 from shoal.threads import ThreadStore
 
-__all__ = ["APPROVAL_KEY", "pending_approval"]
+__all__ = [
+    "APPROVAL_KEY",
+    "calls_from_json",
+    "calls_to_json",
+    "check_decisions",
+    "pending_approval",
+]
 
 #: the thread metadata key of a paused run's record
 APPROVAL_KEY = "shoal.approval"
@@ -43,7 +49,7 @@ async def save_pending(
     record = {
         "agent": agent,
         "run_id": run_id,
-        "calls": [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls],
+        "calls": calls_to_json(calls),
     }
     await store.update_thread(thread_id, metadata={**thread.metadata, APPROVAL_KEY: record})
 
@@ -54,27 +60,45 @@ async def clear_pending(store: ThreadStore, thread_id: str) -> None:
     await store.update_thread(thread_id, metadata=metadata)
 
 
-def pending_calls(record: Mapping[str, Any]) -> list[ToolCall]:
+def calls_to_json(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
+    """Waiting calls as stored in thread metadata."""
+    return [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
+
+
+def calls_from_json(data: Any) -> list[ToolCall]:
+    """The calls :func:`calls_to_json` stored (``None`` or nothing: none)."""
     return [
         ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=dict(c.get("arguments") or {}))
-        for c in record.get("calls", [])
+        for c in data or []
     ]
 
 
-def decide(calls: Sequence[ToolCall], approve: bool | Mapping[str, bool]) -> list[bool]:
-    """Whether each pending call is approved; a mapping must name every pending call."""
+def pending_calls(record: Mapping[str, Any]) -> list[ToolCall]:
+    return calls_from_json(record.get("calls"))
+
+
+def check_decisions(approve: bool | Mapping[str, bool], calls: Sequence[ToolCall]) -> None:
+    """An :class:`ApprovalError` unless ``approve`` is a bool or names exactly the waiting
+    ``calls`` (checked before anything resumes, so a mistake changes nothing)."""
     if isinstance(approve, bool):
-        return [approve] * len(calls)
+        return
     ids = [c.id for c in calls]
-    unknown = [i for i in approve if i not in ids]
+    unknown = [key for key in approve if key not in ids]
     if unknown:
         raise ApprovalError(
             f"no call {', '.join(map(repr, unknown))} is waiting for approval; "
-            f"waiting: {', '.join(ids)}"
+            f"waiting: {', '.join(ids) or 'none'}"
         )
     missing = [i for i in ids if i not in approve]
     if missing:
         raise ApprovalError(
             f"say whether to approve every waiting call; not decided: {', '.join(missing)}"
         )
-    return [bool(approve[i]) for i in ids]
+
+
+def decide(calls: Sequence[ToolCall], approve: bool | Mapping[str, bool]) -> list[bool]:
+    """Whether each pending call is approved; a mapping must name every pending call."""
+    check_decisions(approve, calls)
+    if isinstance(approve, bool):
+        return [approve] * len(calls)
+    return [bool(approve[c.id]) for c in calls]

@@ -20,7 +20,7 @@ import contextlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shoal.agent import Agent
+from shoal.agent import Agent, calls_to_json
 from shoal.exceptions import ApprovalError, ModelBehaviorError, UserError
 from shoal.messages import ToolCall, Usage, last_user_text
 from shoal.models import Model, RouteRule, resolve_model
@@ -40,7 +40,6 @@ from shoal.orchestration.base import (
 from shoal.orchestration.running import (
     FlowRun,
     Outcome,
-    calls_to_json,
     paused_member,
     read_state,
     write_state,

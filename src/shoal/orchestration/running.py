@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from shoal.agent import pending_approval
+from shoal.agent import calls_from_json, calls_to_json, check_decisions, pending_approval
 from shoal.exceptions import ApprovalError, UserError
 from shoal.messages import AssistantMessage, Message, ToolCall, Usage, UserMessage
 from shoal.observability import RunRecorder, TraceEvent
@@ -54,9 +54,6 @@ __all__ = [
     "Resumption",
     "StatelessFlow",
     "approvals_for",
-    "calls_from_json",
-    "calls_to_json",
-    "check_approvals",
     "paused_member",
     "read_state",
     "result_from_json",
@@ -66,36 +63,6 @@ __all__ = [
 
 #: the thread metadata key under which paused flows keep their position (per flow name)
 FLOW_KEY = "shoal.flow"
-
-
-def check_approvals(approve: bool | Mapping[str, bool], waiting: Sequence[ToolCall]) -> None:
-    """An :class:`ApprovalError` unless ``approve`` is a bool or names exactly the waiting
-    calls (checked before any member resumes, so a mistake changes nothing)."""
-    if isinstance(approve, bool):
-        return
-    ids = [c.id for c in waiting]
-    unknown = [key for key in approve if key not in ids]
-    if unknown:
-        raise ApprovalError(
-            f"no call {', '.join(map(repr, unknown))} is waiting for approval; "
-            f"waiting: {', '.join(ids) or 'none'}"
-        )
-    missing = [i for i in ids if i not in approve]
-    if missing:
-        raise ApprovalError(
-            f"say whether to approve every waiting call; not decided: {', '.join(missing)}"
-        )
-
-
-def calls_to_json(calls: Sequence[ToolCall]) -> list[dict[str, Any]]:
-    return [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in calls]
-
-
-def calls_from_json(data: Any) -> list[ToolCall]:
-    return [
-        ToolCall(id=str(c["id"]), name=str(c["name"]), arguments=dict(c.get("arguments") or {}))
-        for c in data or []
-    ]
 
 
 def result_to_json(result: FlowResult) -> dict[str, Any]:
@@ -336,7 +303,7 @@ class StatelessFlow(FlowBase):
         state = await read_state(self.store, thread, self.name)
         if state is None:
             raise ApprovalError(f"{self.name}: nothing is waiting for approval in {thread}")
-        check_approvals(decision.approve, calls_from_json(state.get("waiting")))
+        check_decisions(decision.approve, calls_from_json(state.get("waiting")))
         await write_state(self.store, thread, self.name, None)
         run = FlowRun(self, thread)
         result = await run.execute(

@@ -34,7 +34,7 @@ import functools
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from shoal.agent import Agent, RunResult, pending_approval
+from shoal.agent import Agent, RunResult, calls_from_json, pending_approval
 from shoal.exceptions import ApprovalError, UserError
 from shoal.messages import Message, ToolCall, ToolMessage
 from shoal.orchestration.base import (
@@ -46,7 +46,7 @@ from shoal.orchestration.base import (
     from_run,
     member_descriptions,
 )
-from shoal.orchestration.running import FlowRun, Outcome, calls_from_json, paused_member
+from shoal.orchestration.running import FlowRun, Outcome, paused_member
 from shoal.threads import ThreadStore
 from shoal.tools import Tool
 

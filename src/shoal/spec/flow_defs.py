@@ -27,10 +27,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
 
 from shoal.exceptions import UserError
-from shoal.spec.models import BELOW_KEY
+from shoal.spec.models import check_pattern, spec_error
 from shoal.spec.schema import _TOOL_REF, Loc
 from shoal.tools.tool import check_output_schema
 
@@ -51,11 +50,6 @@ _NAME = re.compile(r"[A-Za-z0-9_-]+")
 _STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _error(kind: str, message: str, below: Loc = ()) -> PydanticCustomError:
-    """An error ``below`` the model that raises it (user text goes in as a value: braces)."""
-    return PydanticCustomError(kind, "{message}", {"message": message, BELOW_KEY: below})
-
-
 def _hint(word: str, options: list[str], what: str = "known") -> str:
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
@@ -65,7 +59,7 @@ def _hint(word: str, options: list[str], what: str = "known") -> str:
 
 def _valid_name(value: str, what: str = "name") -> str:
     if not _NAME.fullmatch(value):
-        raise _error(
+        raise spec_error(
             "name", f"{value!r} is not a valid {what}: use letters, digits, '_' and '-' only"
         )
     return value
@@ -73,7 +67,7 @@ def _valid_name(value: str, what: str = "name") -> str:
 
 def _valid_ref(value: str) -> str:
     if not _TOOL_REF.fullmatch(value):
-        raise _error(
+        raise spec_error(
             "ref", f"{value!r} must look like 'module:attribute' (for example 'my_guards:strict')"
         )
     return value
@@ -114,12 +108,12 @@ class FlowDef(_Strict):
             return data
         kinds = ", ".join(FLOW_KINDS)
         if not isinstance(data, dict):
-            raise _error("flow", f"a flow must be a mapping with 'type:' ({kinds})")
+            raise spec_error("flow", f"a flow must be a mapping with 'type:' ({kinds})")
         if "type" not in data:
-            raise _error("flow", f"missing required key 'type' ({kinds})")
+            raise spec_error("flow", f"missing required key 'type' ({kinds})")
         kind = data["type"]
         if not isinstance(kind, str) or kind not in FLOW_KINDS:
-            raise _error(
+            raise spec_error(
                 "flow_type",
                 f"{kind!r} is not a flow type{_hint(str(kind), list(FLOW_KINDS), 'use')}",
                 ("type",),
@@ -145,11 +139,7 @@ class FlowRule(_Strict):
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str) -> str:
-        try:
-            re.compile(value, re.IGNORECASE)
-        except re.error as exc:
-            raise _error("pattern", f"{value!r} is not a valid regular expression: {exc}") from None
-        return value
+        return check_pattern(value)
 
 
 class RouterFlow(FlowDef):
@@ -182,30 +172,30 @@ class RouterFlow(FlowDef):
         labels = list(self.labels())
         for label in labels:
             if not _NAME.fullmatch(label):
-                raise _error(
+                raise spec_error(
                     "route_label",
                     f"{label!r} is not a valid route label: use letters, digits, '_' and '-'",
                     ("routes", label),
                 )
         if not isinstance(self.routes, dict) and len(set(self.routes)) != len(self.routes):
             twice = next(n for n in self.routes if self.routes.count(n) > 1)
-            raise _error("routes", f"{twice!r} is listed twice", ("routes",))
+            raise spec_error("routes", f"{twice!r} is listed twice", ("routes",))
         for index, rule in enumerate(self.rules):
             if rule.to not in labels:
-                raise _error(
+                raise spec_error(
                     "route_label",
                     f"rule sends to {rule.to!r}, which is not a route{_hint(rule.to, labels)}",
                     ("rules", index, "to"),
                 )
         if self.default is not None and self.default not in labels:
-            raise _error(
+            raise spec_error(
                 "route_label",
                 f"default {self.default!r} is not a route{_hint(self.default, labels)}",
                 ("default",),
             )
         for label in self.descriptions:
             if label not in labels:
-                raise _error(
+                raise spec_error(
                     "route_label",
                     f"descriptions names {label!r}, which is not a route{_hint(label, labels)}",
                     ("descriptions", label),
@@ -233,11 +223,11 @@ class TeamFlow(FlowDef):
         agents = list(self.agents)
         if len(set(agents)) != len(agents):
             twice = next(n for n in agents if agents.count(n) > 1)
-            raise _error("team", f"{twice!r} is listed twice", ("agents",))
+            raise spec_error("team", f"{twice!r} is listed twice", ("agents",))
 
         def outside(name: str, loc: Loc, what: str) -> None:
             if name not in agents:
-                raise _error(
+                raise spec_error(
                     "team",
                     f"{what} names {name!r}, which is not an agent of the team"
                     + _hint(name, agents, "its agents"),
@@ -251,7 +241,7 @@ class TeamFlow(FlowDef):
             for index, target in enumerate(targets):
                 outside(target, ("handoffs", source, index), f"handoffs.{source}")
                 if target == source:
-                    raise _error(
+                    raise spec_error(
                         "team",
                         f"{source!r} cannot hand off to itself",
                         ("handoffs", source, index),
@@ -287,7 +277,7 @@ class PipelineFlow(FlowDef):
     def _check_refs(cls, steps: tuple[str, ...]) -> tuple[str, ...]:
         for index, step in enumerate(steps):
             if _is_function_ref(step) and not _TOOL_REF.fullmatch(step):
-                raise _error("ref", f"{step!r} must look like 'module:function'", (index,))
+                raise spec_error("ref", f"{step!r} must look like 'module:function'", (index,))
         return steps
 
 
@@ -347,7 +337,7 @@ class ChainStepDef(_Strict):
     @classmethod
     def _check_step_name(cls, value: str) -> str:
         if not _STEP_NAME.fullmatch(value) or value == "input":
-            raise _error(
+            raise spec_error(
                 "name",
                 f"{value!r} is not a valid step name: letters, digits and '_', not starting "
                 "with a digit, and not 'input' (prompts use the names as {placeholders})",
@@ -364,7 +354,7 @@ class ChainStepDef(_Strict):
     def _check_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         problem = _schema_problem(value) if value is not None else None
         if problem is not None:
-            raise _error("output_schema", problem)
+            raise spec_error("output_schema", problem)
         return value
 
 
@@ -380,19 +370,19 @@ class ChainFlow(FlowDef):
         known = ["input"]
         for index, step in enumerate(self.steps):
             if step.name in known:
-                raise _error(
+                raise spec_error(
                     "chain", f"step name {step.name!r} is used twice", ("steps", index, "name")
                 )
             try:
                 fields = [f for _, f, _, _ in string.Formatter().parse(step.prompt) if f]
             except ValueError as exc:
-                raise _error(
+                raise spec_error(
                     "prompt", f"the prompt is not a valid template: {exc}", ("steps", index)
                 ) from None
             for field in fields:
                 root = re.split(r"[.\[]", field, maxsplit=1)[0]
                 if root not in known:
-                    raise _error(
+                    raise spec_error(
                         "prompt",
                         f"the prompt uses {{{field}}}, but only {{input}} and earlier steps "
                         f"exist here{_hint(root, known, 'use')}",

@@ -146,15 +146,25 @@ _SECRET_KEYS = frozenset(
 Resolve = Callable[[str], Model]
 
 
-def _error(kind: str, message: str, below: _Loc = ()) -> PydanticCustomError:
-    # user text goes in as a placeholder's value: it may contain braces
+def spec_error(kind: str, message: str, below: _Loc = ()) -> PydanticCustomError:
+    """An error ``below`` the model that raises it (user text goes in as a placeholder's
+    value: it may contain braces)."""
     return PydanticCustomError(kind, "{message}", {"message": message, BELOW_KEY: below})
+
+
+def check_pattern(value: str) -> str:
+    """A router rule's regular expression, compiled once here to refuse a bad one."""
+    try:
+        re.compile(value, re.IGNORECASE)
+    except re.error as exc:
+        raise spec_error("pattern", f"{value!r} is not a valid regular expression: {exc}") from None
+    return value
 
 
 def _not_empty(message: str) -> AfterValidator:
     def check(value: Collection[Any]) -> Collection[Any]:
         if not value:
-            raise _error("empty", message)
+            raise spec_error("empty", message)
         return value
 
     return AfterValidator(check)
@@ -193,10 +203,10 @@ class ModelEntry(BaseModel):
             return data
         if isinstance(data, str):
             if not data.strip():
-                raise _error("model_reference", "a model reference cannot be empty")
+                raise spec_error("model_reference", "a model reference cannot be empty")
             return ReferenceEntry(ref=data)
         if not isinstance(data, dict):
-            raise _error(
+            raise spec_error(
                 "model_entry",
                 "an entry of models: must be a model reference or a mapping with one of: "
                 + ", ".join(_KIND_KEYS),
@@ -243,14 +253,14 @@ class ProviderEntry(ModelEntry):
     def _check_provider(cls, value: str) -> str:
         if value not in PROVIDERS:
             hint = _did_you_mean(value, PROVIDERS) or f"; known: {', '.join(PROVIDERS)}"
-            raise _error("provider", f"unknown provider {value!r}{hint}")
+            raise spec_error("provider", f"unknown provider {value!r}{hint}")
         return value
 
     @field_validator("url")
     @classmethod
     def _check_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"https?://[^/\s]+", value):
-            raise _error("url", f"{value!r} is not an http(s) URL such as http://host:8000/v1")
+            raise spec_error("url", f"{value!r} is not an http(s) URL such as http://host:8000/v1")
         return value
 
     @property
@@ -313,11 +323,7 @@ class RuleSpec(BaseModel):
     @field_validator("pattern")
     @classmethod
     def _check_pattern(cls, value: str) -> str:
-        try:
-            re.compile(value, re.IGNORECASE)
-        except re.error as exc:
-            raise _error("pattern", f"{value!r} is not a valid regular expression: {exc}") from None
-        return value
+        return check_pattern(value)
 
 
 class RouterSpec(BaseModel):
@@ -337,28 +343,28 @@ class RouterSpec(BaseModel):
     def _check_labels(self) -> RouterSpec:
         targets = list(self.routes)
         if self.default not in self.routes:
-            raise _error(
+            raise spec_error(
                 "route_label",
                 f"{self.default!r} is not a label of routes{_label_hint(self.default, targets)}",
                 ("default",),
             )
         for index, rule in enumerate(self.rules):
             if rule.route not in self.routes:
-                raise _error(
+                raise spec_error(
                     "route_label",
                     f"{rule.route!r} has no target in routes{_label_hint(rule.route, targets)}",
                     ("rules", index, "route"),
                 )
         if self.labels is not None:
             if self.classifier is None:
-                raise _error(
+                raise spec_error(
                     "labels",
                     "labels are what a classifier is shown: add 'classifier:' or remove them",
                     ("labels",),
                 )
             for label in self.labels:
                 if label not in self.routes:
-                    raise _error(
+                    raise spec_error(
                         "route_label",
                         f"{label!r} has no target in routes: add '{label}: <model>' to routes "
                         f"or remove it{_did_you_mean(label, targets)}",
@@ -420,7 +426,7 @@ def entry_kind(keys: Collection[str]) -> type[ModelEntry] | None:
 def _kind_of(data: dict[Any, Any]) -> type[ModelEntry]:
     present = [key for key in _KIND_KEYS if key in data]
     if len(present) > 1:
-        raise _error(
+        raise spec_error(
             "model_entry",
             f"{present[0]!r} and {present[1]!r} cannot be used together: an entry is one of "
             + ", ".join(_KIND_KEYS),
@@ -435,7 +441,7 @@ def _kind_of(data: dict[Any, Any]) -> type[ModelEntry]:
             raise PydanticCustomError(
                 "extra_forbidden", "unknown key {key}", {"key": str(key), BELOW_KEY: (str(key),)}
             )
-    raise _error(
+    raise spec_error(
         "model_entry",
         "an entry of models: must be a model reference or a mapping with one of: "
         + ", ".join(_KIND_KEYS),
@@ -445,7 +451,7 @@ def _kind_of(data: dict[Any, Any]) -> type[ModelEntry]:
 def _refuse_secrets(data: dict[Any, Any]) -> None:
     for key in data:
         if isinstance(key, str) and key.lower().replace("-", "_") in _SECRET_KEYS:
-            raise _error("secret", _secret_message(data), (key,))
+            raise spec_error("secret", _secret_message(data), (key,))
 
 
 def _secret_message(data: dict[Any, Any]) -> str:
@@ -505,7 +511,7 @@ def _check_table(data: Any, handler: ValidatorFunctionWrapHandler) -> dict[str, 
     bare = {name for name, value in data.items() if isinstance(value, str)}
     for name in models:
         if not _NAME.fullmatch(name):
-            raise _error(
+            raise spec_error(
                 "model_name",
                 f"{name!r} is not a valid model name: use letters, digits, '_', '.' and '-' "
                 "(no ':' or '/', which model references use)",
@@ -523,17 +529,17 @@ def _check_table(data: Any, handler: ValidatorFunctionWrapHandler) -> dict[str, 
                 continue
             problem = _reference_problem(ref, models)
             if problem is not None:
-                raise _error("model_reference", problem, (name, *place))
+                raise spec_error("model_reference", problem, (name, *place))
         if isinstance(entry, ReferenceEntry) and entry.timeout is not None:
             if entry.ref in models and entry.ref != name:
-                raise _error(
+                raise spec_error(
                     "timeout",
                     f"{entry.ref!r} is an entry of models:, not a remote reference: set the "
                     "timeout there (only remote references take one)",
                     (name, "timeout"),
                 )
             if parse_remote_reference(entry.ref) is None:
-                raise _error(
+                raise spec_error(
                     "timeout",
                     "only a remote reference (provider:model) takes a timeout; to bound an "
                     "embedded model's time, put it in a fallback with a timeout",
@@ -551,7 +557,7 @@ def _check_cycles(edges: dict[str, list[tuple[_Loc, str]]]) -> None:
             if ref in path:
                 cycle = " -> ".join([*path[path.index(ref) :], ref])
                 what = "refers to itself" if ref == name else f"makes a cycle: {cycle}"
-                raise _error("model_cycle", f"{ref!r} {what}", (name, *place))
+                raise spec_error("model_cycle", f"{ref!r} {what}", (name, *place))
             if ref not in done:
                 visit(ref, [*path, ref])
         done.add(name)
@@ -726,7 +732,7 @@ class DeploymentSpec(BaseModel):
             return value
         if value not in models:
             hint = _did_you_mean(value, models) or f"; models has: {', '.join(models)}"
-            raise _error("default", f"{value!r} is not an entry of models{hint}")
+            raise spec_error("default", f"{value!r} is not an entry of models{hint}")
         return value
 
     def location(self, loc: _Loc = ()) -> str:

@@ -60,14 +60,13 @@ from shoal.spec.flow_defs import (
     PipelineFlow,
     RouterFlow,
     TeamFlow,
-    _error,
     _hint,
     _schema_problem,
     _Strict,
     _valid_name,
     _valid_ref,
 )
-from shoal.spec.models import ModelTable, Resolve, build_models, model_name_problem
+from shoal.spec.models import ModelTable, Resolve, build_models, model_name_problem, spec_error
 from shoal.spec.schema import _BUILTIN_CHOICES, AT_KEY, Loc, ToolSpec, _unknown_choice_message
 
 if TYPE_CHECKING:
@@ -151,7 +150,7 @@ class AgentDef(_Strict):
     @classmethod
     def _check_strategy(cls, value: str | None) -> str | None:
         if value is not None and value not in TOOL_STRATEGIES:
-            raise _error(
+            raise spec_error(
                 "tool_strategy",
                 f"{value!r} is not a tool strategy{_hint(value, list(TOOL_STRATEGIES), 'use')}",
             )
@@ -162,7 +161,7 @@ class AgentDef(_Strict):
     def _check_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         problem = _schema_problem(value) if value is not None else None
         if problem is not None:
-            raise _error("output_schema", problem)
+            raise spec_error("output_schema", problem)
         return value
 
     @model_validator(mode="after")
@@ -171,7 +170,7 @@ class AgentDef(_Strict):
         for index, entry in enumerate(self.tools):
             first = names.setdefault(entry.tool_name, index)
             if first != index:
-                raise _error(
+                raise spec_error(
                     "duplicate_tool",
                     f"tool name {entry.tool_name!r} is already used by tools[{first}]; "
                     "give one of them another 'name:'",
@@ -179,14 +178,14 @@ class AgentDef(_Strict):
                 )
         declared = list(names)
         if self.tool_choice not in _BUILTIN_CHOICES and self.tool_choice not in names:
-            raise _error(
+            raise spec_error(
                 "tool_choice",
                 _unknown_choice_message(self.tool_choice, declared),
                 ("tool_choice",),
             )
         for index, name in enumerate(self.approval):
             if name not in names:
-                raise _error(
+                raise spec_error(
                     "approval",
                     f"approval names {name!r}, which is not one of its tools"
                     + _hint(name, declared, "its tools"),
