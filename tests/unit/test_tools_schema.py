@@ -369,6 +369,25 @@ def test_parse_docstring_tolerates_plain_text() -> None:
     assert parse_docstring("Just text: with a colon.") == ("Just text: with a colon.", {})
 
 
+def test_a_summary_wrapped_over_lines_stays_one_paragraph() -> None:
+    @tool
+    def lookup(order_id: str) -> str:
+        """Look up an order by its number and
+        return its status.
+
+        Only orders of the last year.
+
+        Args:
+            order_id: the order number
+        """
+        return order_id
+
+    assert lookup.description == (
+        "Look up an order by its number and return its status.\n\nOnly orders of the last year."
+    )
+    assert parse_docstring("Summary.\n\nLong part.") == ("Summary.\n\nLong part.", {})
+
+
 # -- validation and coercion ----------------------------------------------------------------
 
 

@@ -226,12 +226,15 @@ def parse_docstring(doc: str | None) -> tuple[str, dict[str, str]]:
     except docstring_parser.ParseError:
         return doc.strip(), {}
     parts = [str(p).strip() for p in (parsed.short_description, parsed.long_description) if p]
+    # a summary wrapped over several lines comes back cut in two (short = its first line):
+    # it is one paragraph, joined by a space, not two
+    joiner = "\n\n" if parsed.blank_after_short_description else " "
     params = {
         str(p.arg_name): " ".join(str(p.description).split())
         for p in parsed.params
         if p.description
     }
-    return "\n\n".join(part for part in parts if part), params
+    return joiner.join(part for part in parts if part), params
 
 
 # -- JSON schema cleanup --------------------------------------------------------------------
