@@ -21,11 +21,10 @@ customer-service agent and a technical-support router; ``qwen2.5-coder-0.5b`` an
    prose (not a JSON echo). Mean, median and p90 seconds, and the system's time as a ratio of
    the single agent's. The order of the configurations rotates per request.
 
-   While ``qwen2.5-coder-0.5b``'s profile shows tool results as ``<tool_response>`` turns
-   (``hermes``), the answer step of this model mostly echoes a call as JSON. The script then
-   also runs both configurations with the results shown as plain information (``context``,
-   the style of SmolLM2's profile) on a separate model instance: what changing the profile
-   would give (``--no-context-variant`` skips it).
+   ``qwen2.5-coder-0.5b``'s profile shows tool results as plain information (``context``):
+   shown as ``<tool_response>`` turns (``hermes``) its answer step mostly echoes a call as
+   JSON. The script also runs both configurations with the other style, on a separate model
+   instance, so the choice stays measured (``--no-style-variant`` skips it).
 
     .venv/bin/python bench/orchestration.py            # ~15 min; results/orchestration.{json,md}
     .venv/bin/python bench/orchestration.py --quick    # 10 routing + 4 end-to-end requests
@@ -173,11 +172,16 @@ def single_agent(system: Any, model: Model) -> Agent[str]:
     )
 
 
-def context_copy(model: Model) -> Model:
-    """A separate instance of an embedded model whose profile shows tool results as plain
-    information (the ``context`` style), for the profile experiment."""
+def other_style(model: Model) -> str:
+    """The tool-result style ``model``'s profile does not use."""
+    return "hermes" if model.profile.tool_result_style == "context" else "context"
+
+
+def style_copy(model: Model, style: str) -> Model:
+    """A separate instance of an embedded model whose profile shows tool results in ``style``
+    (``hermes``: ``<tool_response>`` turns; ``context``: plain information)."""
     assert isinstance(model, LlamaCppModel)
-    profile = model.profile.replace(tool_result_style="context")
+    profile = model.profile.replace(tool_result_style=style)
     fresh = LlamaCppModel(model.model_path, name=model.name, profile=profile)
     fresh.load()
     return fresh
@@ -385,9 +389,10 @@ def markdown(report: dict[str, Any]) -> list[str]:
             "the expected id in its arguments (recorded, not asserted).",
             "- *prose answers*: the answer does not start with `{`, `[` or `>` (a call echoed as "
             "JSON instead of an answer).",
-            "- *… (context results)*: the same configuration with tool results shown to "
-            f"`{PRIMARY}` as plain information (the `context` result style of SmolLM2's "
-            "profile) instead of `<tool_response>` turns; a separate model instance.",
+            f"- *… ({e2e['other_style']} results)*: the same configuration with tool results "
+            f"shown to `{PRIMARY}` in the style its profile does not use "
+            "(`hermes`: `<tool_response>` turns; `context`: plain information); a separate "
+            "model instance.",
             "",
             "| request | " + " | ".join(e2e["configs"]) + " |",
             "|---|" + "---|" * len(e2e["configs"]),
@@ -448,21 +453,23 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             SINGLE: lambda text: agent.run(text),
         }
         styles = f"`{PRIMARY}` tool results as `{primary.profile.tool_result_style}`"
-        if args.context_variant and primary.profile.tool_result_style != "context":
-            other = context_copy(primary)
+        style = other_style(primary)
+        if args.style_variant:
+            other = style_copy(primary, style)
             varied = load_system(SYSTEM).build(
                 resolve=lambda ref: other if ref == PRIMARY else resolve_model(ref)
             )
             varied_agent = single_agent(varied, other)
-            e2e["system (context results)"] = lambda text: varied.run(text)
-            e2e[f"{SINGLE} (context results)"] = lambda text: varied_agent.run(text)
-            styles += " and as `context`"
+            e2e[f"system ({style} results)"] = lambda text: varied.run(text)
+            e2e[f"{SINGLE} ({style} results)"] = lambda text: varied_agent.run(text)
+            styles += f" and as `{style}`"
         rows = await bench_e2e(sample, e2e)
         summary = {name: e2e_summary(rows, name) for name in e2e}
-        pairs = {"system": SINGLE, "system (context results)": f"{SINGLE} (context results)"}
+        pairs = {"system": SINGLE, f"system ({style} results)": f"{SINGLE} ({style} results)"}
         report["e2e"] = {
             "requests": len(rows),
             "styles": styles,
+            "other_style": style,
             "configs": list(e2e),
             "summary": summary,
             "ratios": {s: ratios(rows, s, b) for s, b in pairs.items() if s in e2e},
@@ -489,10 +496,10 @@ def main() -> None:
         "--qwen-classifier", action="store_true", help="also route with qwen as the classifier"
     )
     parser.add_argument(
-        "--no-context-variant",
-        dest="context_variant",
+        "--no-style-variant",
+        dest="style_variant",
         action="store_false",
-        help="skip the run with tool results shown as plain information",
+        help="skip the run with tool results in the style the profile does not use",
     )
     parser.add_argument("--output-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args()
