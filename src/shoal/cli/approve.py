@@ -8,7 +8,9 @@ calls run, rejected ones are answered ``the call was rejected by a person: REASO
 run continues to its answer (or to the next pause: exit code 20 again).
 
 ``--call ID`` (repeatable) gives the decision to the named calls only; every other waiting call
-gets the opposite one, so nothing runs that a person did not approve by name.
+gets the opposite one, so nothing runs that a person did not approve by name. ``--role``: the
+run goes on in that role (the role is not stored with the paused run; ``shoal run --role``
+prints the command with it).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ from shoal.cli.run import (
     Target,
     _db_option,
     _model_option,
+    _role_option,
     _trace_option,
+    check_role,
     open_target,
     report,
     show_events,
@@ -59,6 +63,7 @@ async def _waiting(target: Target, thread_id: str) -> list[ToolCall]:
 )
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object with the result.")
 @click.option("--agent", "member", default=None, help="System files: resume this agent or flow.")
+@_role_option
 @_trace_option
 @_model_option
 @_db_option
@@ -70,12 +75,14 @@ def approve(
     calls: tuple[str, ...],
     as_json: bool,
     member: str | None,
+    role: str | None,
     show_trace: bool,
     model: str | None,
     db: Path | None,
 ) -> None:
     """Approve (or --reject) the calls a paused run in THREAD_ID waits for, and continue it
     with the agent or system in SPEC."""
+    check_role(role)
 
     async def go() -> None:
         target = await open_target(spec, db, model)
@@ -88,17 +95,19 @@ def approve(
                 _show_decisions(waiting, decided)
             if target.system is not None:
                 result = await target.system.resume(
-                    thread_id, approve=decided, reason=reason, agent=member
+                    thread_id, approve=decided, reason=reason, agent=member, role=role
                 )
             else:
                 assert target.agent is not None
                 if member is not None:
                     raise UserError(f"--agent is for system files; {spec} is an agent spec")
-                events = target.agent.resume_stream(thread_id, approve=decided, reason=reason)
+                events = target.agent.resume_stream(
+                    thread_id, approve=decided, reason=reason, role=role
+                )
                 result = await show_events(events, as_json, click.echo)
         finally:
             await target.store.close()
-        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db)
+        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db, role=role)
 
     asyncio.run(go())
 

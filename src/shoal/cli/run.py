@@ -10,7 +10,8 @@ entry, or the agent or flow ``--agent`` names; flows do not stream, so the route
 tool calls and the answer are printed when the run is over. ``--trace`` draws the run's trace
 tree on stderr (:mod:`shoal.cli.trace`). A run that pauses for approval prints the waiting
 calls and the ``shoal approve`` command that continues it, and exits with
-:data:`APPROVAL_EXIT_CODE` (documented in docs/cli.md).
+:data:`APPROVAL_EXIT_CODE` (documented in docs/cli.md). ``--role`` runs in a role (guards such
+as ``ToolPermissionGuard`` decide by it), as ``shoal serve`` does for a role's API key.
 """
 
 from __future__ import annotations
@@ -104,9 +105,16 @@ def result_to_json(result: RunResult[Any]) -> dict[str, Any]:
 
 
 async def _run_once(
-    agent: Agent[Any], message: str, thread_id: str, *, as_json: bool, echo: Callable[..., None]
+    agent: Agent[Any],
+    message: str,
+    thread_id: str,
+    *,
+    as_json: bool,
+    echo: Callable[..., None],
+    role: str | None = None,
 ) -> RunResult[Any]:
-    return await show_events(agent.run_stream(message, thread=thread_id), as_json, echo)
+    events = agent.run_stream(message, thread=thread_id, role=role)
+    return await show_events(events, as_json, echo)
 
 
 async def show_events(
@@ -261,11 +269,13 @@ def show_flow_result(result: FlowResult, echo: Callable[..., None]) -> None:
         echo(result.text)
 
 
-def continue_command(path: str, thread_id: str, db: Path | None) -> str:
-    """The ``shoal approve`` command that goes on with a paused run."""
+def continue_command(path: str, thread_id: str, db: Path | None, role: str | None = None) -> str:
+    """The ``shoal approve`` command that goes on with a paused run (in the same role)."""
     words = ["shoal", "approve", path, thread_id]
     if db is not None:
         words += ["--db", str(db)]
+    if role is not None:
+        words += ["--role", role]
     return " ".join(shlex.quote(word) for word in words)
 
 
@@ -301,10 +311,11 @@ def report(
     as_json: bool,
     show_trace: bool,
     db: Path | None,
+    role: str | None = None,
 ) -> None:
     """Print a finished (or paused) run of either kind; raise the pause's exit code."""
     paused = result.stop_reason == "approval"
-    command = continue_command(target.path, thread_id, db)
+    command = continue_command(target.path, thread_id, db, role)
     if as_json:
         body = (
             flow_result_to_json(result)
@@ -339,6 +350,20 @@ _model_option = click.option(
 _trace_option = click.option(
     "--trace", "show_trace", is_flag=True, help="Print the run's trace tree on stderr."
 )
+_role_option = click.option(
+    "--role",
+    default=None,
+    metavar="ROLE",
+    help="Run in this role (guards such as ToolPermissionGuard decide by it) "
+    "[default: the agent's role, if any].",
+)
+
+
+def check_role(role: str | None) -> str | None:
+    """``--role`` as given; an empty one is a mistake (it would silently mean no role)."""
+    if role is not None and not role.strip():
+        raise UserError("--role is empty; give a role name, or leave --role out for none")
+    return role
 
 
 @click.command()
@@ -349,6 +374,7 @@ _trace_option = click.option(
 @click.option(
     "--agent", "member", default=None, help="System files: run this agent or flow, not entry:."
 )
+@_role_option
 @_trace_option
 @_model_option
 @_db_option
@@ -358,6 +384,7 @@ def run(
     as_json: bool,
     thread: str | None,
     member: str | None,
+    role: str | None,
     show_trace: bool,
     model: str | None,
     db: Path | None,
@@ -368,24 +395,26 @@ def run(
     command that continues it, and exits with code 20.
     """
 
+    check_role(role)
+
     async def go() -> None:
         target = await open_target(spec, db, model)
         result: FlowResult | RunResult[Any]
         try:
             if target.system is not None:
                 thread_id = await thread_for_system(target.system, thread)
-                result = await target.system.run(message, thread=thread_id, agent=member)
+                result = await target.system.run(message, thread=thread_id, agent=member, role=role)
             else:
                 assert target.agent is not None
                 if member is not None:
                     raise UserError(f"--agent is for system files; {spec} is an agent spec")
                 thread_id = await _thread_for(target.agent, thread)
                 result = await _run_once(
-                    target.agent, message, thread_id, as_json=as_json, echo=click.echo
+                    target.agent, message, thread_id, as_json=as_json, echo=click.echo, role=role
                 )
         finally:
             await target.store.close()
-        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db)
+        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db, role=role)
 
     asyncio.run(go())
 
@@ -393,10 +422,14 @@ def run(
 @click.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--thread", default=None, help="Continue this thread (its id).")
+@_role_option
 @_model_option
 @_db_option
-def chat(spec: str, thread: str | None, model: str | None, db: Path | None) -> None:
+def chat(
+    spec: str, thread: str | None, role: str | None, model: str | None, db: Path | None
+) -> None:
     """Talk to the agent in SPEC; an empty line, /exit or Ctrl-D ends the chat."""
+    check_role(role)
 
     async def go() -> None:
         agent, store = await _open(spec, db, model)
@@ -407,7 +440,7 @@ def chat(spec: str, thread: str | None, model: str | None, db: Path | None) -> N
                 line = await asyncio.to_thread(_read_line)
                 if line is None or line.strip() in ("", "/exit", "/quit"):
                     break
-                await _run_once(agent, line, thread_id, as_json=False, echo=click.echo)
+                await _run_once(agent, line, thread_id, as_json=False, echo=click.echo, role=role)
         finally:
             await store.close()
 

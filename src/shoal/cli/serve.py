@@ -47,7 +47,17 @@ __all__ = ["serve"]
     "--api-key",
     "api_keys",
     multiple=True,
-    help="Accepted Bearer token; repeat for more (also $SHOAL_API_KEYS, comma-separated).",
+    help="Accepted Bearer token, with no role; repeat for more (also $SHOAL_API_KEYS, "
+    "comma-separated).",
+)
+@click.option(
+    "--role-key",
+    "role_keys",
+    multiple=True,
+    metavar="ROLE=KEY",
+    help="Accepted Bearer token whose requests run agents and flows in ROLE (guards such as "
+    "ToolPermissionGuard decide by it); repeat for more (also $SHOAL_ROLE_KEYS, "
+    "comma-separated ROLE=KEY items).",
 )
 @click.option(
     "--db",
@@ -117,6 +127,7 @@ def serve(
     agents: tuple[Path, ...],
     systems: tuple[Path, ...],
     api_keys: tuple[str, ...],
+    role_keys: tuple[str, ...],
     db: Path | None,
     max_queue: int,
     request_timeout: float,
@@ -130,9 +141,11 @@ def serve(
     """Serve models, agents and systems over the OpenAI API, with /health and /metrics."""
     from shoal.server import ServerSettings, check_port
     from shoal.server import serve as run_server
+    from shoal.server.settings import parse_role_keys
 
     keys = list(api_keys)
     keys += [k.strip() for k in os.environ.get("SHOAL_API_KEYS", "").split(",") if k.strip()]
+    roles = parse_role_keys(role_keys, os.environ.get("SHOAL_ROLE_KEYS", ""))
     residency = residency_settings(
         max_memory=max_memory, max_loaded_models=max_loaded_models, keep_alive=keep_alive
     )
@@ -152,6 +165,7 @@ def serve(
         agent_specs=agents,
         systems=systems,
         api_keys=tuple(dict.fromkeys(keys)),
+        role_keys=roles,
         database=db,
         max_queue=max_queue,
         request_timeout=request_timeout,
@@ -164,6 +178,8 @@ def serve(
     check_port(host, port)
     click.echo(f"shoal: serving {default_model} on http://{host}:{port}/v1", err=True)
     click.echo(f"shoal: {residency.describe()}", err=True)
+    if roles:  # the roles, never the keys
+        click.echo(f"shoal: roles by API key: {', '.join(sorted(set(roles.values())))}", err=True)
     run_server(settings, log_level=log_level)
 
 

@@ -4,15 +4,15 @@
 metrics) to one :class:`~shoal.server.state.ServerState`. Around them, one ASGI middleware
 (:class:`_Edge`) does what every request needs, in this order: count it (route template, status,
 latency), check the Bearer key when keys are configured (``/health`` stays open for probes),
-and cap the request body. On start-up the default model begins loading in the background, so
-``/health`` answers at once and reports ``loading`` until the model is ``ready``.
+record the role the key carries (:mod:`shoal.server.auth`), and cap the request body. On
+start-up the default model begins loading in the background, so ``/health`` answers at once and
+reports ``loading`` until the model is ``ready``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -26,6 +26,7 @@ from shoal import __version__
 from shoal.exceptions import UserError
 from shoal.models import Model
 from shoal.server import approvals, chat, responses, threads
+from shoal.server.auth import KeyTable, set_role
 from shoal.server.engines import EnginePool, ModelFactory
 from shoal.server.errors import ApiError, BodyTooLargeError, error_body, install_error_handlers
 from shoal.server.metrics import CONTENT_TYPE_LATEST, ServerMetrics
@@ -236,12 +237,13 @@ def _add_service_routes(app: FastAPI) -> None:
 
 
 class _Edge:
-    """Metrics, authentication and the body limit, for every HTTP request."""
+    """Metrics, authentication (and the caller's role) and the body limit, for every HTTP
+    request."""
 
     def __init__(self, app: ASGIApp, *, state: ServerState) -> None:
         self.app = app
         self.state = state
-        self.keys = [k.encode() for k in state.settings.api_keys]
+        self.keys = KeyTable(state.settings.api_keys, state.settings.role_keys)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -270,18 +272,19 @@ class _Edge:
 
     def _refuse(self, scope: Scope) -> Response | None:
         settings = self.state.settings
+        set_role(scope, None)  # set here only: never from anything the client sends
         if self.keys and scope["path"] not in _OPEN_PATHS:
             headers = dict(scope["headers"])
             auth = headers.get(b"authorization", b"")
             scheme, _, token = auth.partition(b" ")
-            if scheme.lower() != b"bearer" or not any(
-                hmac.compare_digest(token.strip(), key) for key in self.keys
-            ):
+            matched, role = self.keys.match(token.strip())
+            if scheme.lower() != b"bearer" or not matched:
                 return JSONResponse(
                     error_body(401, "missing or wrong API key (send Authorization: Bearer KEY)"),
                     status_code=401,
                     headers={"WWW-Authenticate": "Bearer"},
                 )
+            set_role(scope, role)
         length = dict(scope["headers"]).get(b"content-length")
         if length is not None:
             try:

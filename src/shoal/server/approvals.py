@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from shoal.agent import APPROVAL_KEY
 from shoal.messages import ToolCall
 from shoal.models.wire import call_json
+from shoal.server.auth import caller_role
 from shoal.server.convert import now
 from shoal.server.errors import ApiError
 from shoal.server.state import HostedSystem, ServerState
@@ -114,6 +115,7 @@ async def post_approval(thread_id: str, body: ApprovalIn, request: Request) -> d
     started = now()
     paused = await _paused(state, thread_id)
     decided = approval_decisions(paused.calls, approve=body.approve, calls=body.call_ids or ())
+    role = caller_role(request)  # the approver's, as the run goes on in the approver's name
     if paused.hosted is not None:
         result = await state.resume_flow(
             paused.hosted,
@@ -121,6 +123,7 @@ async def post_approval(thread_id: str, body: ApprovalIn, request: Request) -> d
             approve=decided,
             reason=body.reason,
             member=paused.flow,
+            role=role,
             disconnected=request.is_disconnected,
         )
         name = paused.flow or paused.hosted.system.name
@@ -143,6 +146,7 @@ async def post_approval(thread_id: str, body: ApprovalIn, request: Request) -> d
         thread_id,
         approve=decided,
         reason=body.reason,
+        role=role,
         disconnected=request.is_disconnected,
     )
     return run_object(

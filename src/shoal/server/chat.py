@@ -30,6 +30,7 @@ from shoal.agent import FinalEvent, RunResult, TextEvent, ToolCallEvent
 from shoal.exceptions import ShoalError, http_status_for
 from shoal.models.wire import call_json
 from shoal.orchestration import FlowResult
+from shoal.server.auth import caller_role
 from shoal.server.convert import (
     answer_text,
     completion_id,
@@ -96,15 +97,19 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Any
         tool_choice=choice,
     )
     name = body.model or engine.reference
+    role = caller_role(request)
     if body.stream:
         engine.check_capacity()
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        return event_stream(_stream(state, engine, agent, conversation, name, include_usage))
+        return event_stream(
+            _stream(state, engine, agent, conversation, name, include_usage, role=role)
+        )
     result = await state.run(
         engine,
         agent,
         conversation.message,
         history=conversation.history,
+        role=role,
         disconnected=request.is_disconnected,
     )
     message: dict[str, Any] = {"role": "assistant", "content": answer_text(result)}
@@ -166,6 +171,7 @@ async def _flow_completion(
         flow,
         conversation.message,
         conversation.history,
+        role=caller_role(request),
         disconnected=request.is_disconnected,
     )
     reason = "length" if result.stop_reason == "max_steps" else "stop"
@@ -243,6 +249,8 @@ async def _stream(
     conversation: Any,
     name: str,
     include_usage: bool,
+    *,
+    role: str | None,
 ) -> AsyncIterator[bytes]:
     ident, created = completion_id(), now()
 
@@ -264,7 +272,7 @@ async def _stream(
     index = 0
     try:
         async for event in state.stream(
-            engine, agent, conversation.message, history=conversation.history
+            engine, agent, conversation.message, history=conversation.history, role=role
         ):
             if isinstance(event, TextEvent):
                 yield chunk({"content": event.text})

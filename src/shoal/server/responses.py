@@ -53,6 +53,7 @@ from shoal.messages import (
     UserMessage,
 )
 from shoal.orchestration import FlowResult
+from shoal.server.auth import caller_role
 from shoal.server.convert import (
     answer_text,
     arguments_of,
@@ -521,14 +522,16 @@ async def create_response(body: ResponseCreate, request: Request) -> Any:
         tool_choice=choice,
     )
     draft = _Draft(body, body.model or engine.reference)
+    role = caller_role(request)
     if body.stream:
         engine.check_capacity()
-        return event_stream(_stream(state, engine, agent, turn, draft))
+        return event_stream(_stream(state, engine, agent, turn, draft, role=role))
     result = await state.run(
         engine,
         agent,
         turn.message,
         history=turn.history,
+        role=role,
         disconnected=request.is_disconnected,
     )
     writer = _Writer()
@@ -555,7 +558,12 @@ async def _flow_response(
         **{"text.format": None if fmt is None or fmt.type == "text" else fmt.type},
     )
     result = await answer_once(
-        state, flow, turn.message, turn.history, disconnected=request.is_disconnected
+        state,
+        flow,
+        turn.message,
+        turn.history,
+        role=caller_role(request),
+        disconnected=request.is_disconnected,
     )
     draft = _Draft(body, name)
     writer = _Writer()
@@ -634,14 +642,21 @@ async def delete_response(response_id: str, request: Request) -> dict[str, Any]:
 
 
 async def _stream(
-    state: ServerState, engine: Engine, agent: Agent[Any], turn: _Turn, draft: _Draft
+    state: ServerState,
+    engine: Engine,
+    agent: Agent[Any],
+    turn: _Turn,
+    draft: _Draft,
+    *,
+    role: str | None,
 ) -> AsyncIterator[bytes]:
     writer = _Writer()
     opened = draft.response(status="in_progress")
     yield writer.event("response.created", response=opened)
     yield writer.event("response.in_progress", response=opened)
     try:
-        async for run_event in state.stream(engine, agent, turn.message, history=turn.history):
+        events = state.stream(engine, agent, turn.message, history=turn.history, role=role)
+        async for run_event in events:
             chunks: list[bytes] = []
             if isinstance(run_event, TextEvent):
                 chunks = writer.text(run_event.text)

@@ -1,5 +1,10 @@
 """What ``shoal serve`` is configured with: one frozen object, built by the CLI or by tests.
 
+API keys come in two kinds: plain keys (``api_keys``), whose requests run without a role, and
+role keys (``role_keys``, key -> role), whose requests run every agent and flow in that role
+(:mod:`shoal.server.auth`); :func:`parse_role_keys` reads them from ``ROLE=KEY`` items. Keys
+are secrets: they are kept out of the settings' ``repr`` and out of every error message.
+
 The residency limits (how many models stay loaded, in how much memory, for how long when idle)
 default to the environment (``SHOAL_MAX_MEMORY``, ``SHOAL_MAX_LOADED_MODELS``,
 ``SHOAL_KEEP_ALIVE``) and else to :func:`~shoal.models.residency_settings`'s defaults.
@@ -8,13 +13,20 @@ default to the environment (``SHOAL_MAX_MEMORY``, ``SHOAL_MAX_LOADED_MODELS``,
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 from shoal.exceptions import UserError
 from shoal.models import DEFAULT_MODEL, ResidencySettings, residency_settings
 
-__all__ = ["ServerSettings", "is_loopback"]
+__all__ = ["ROLE_NAME", "ServerSettings", "is_loopback", "parse_role_keys"]
+
+#: what a role name may be made of
+ROLE_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+_ROLE_CHARS = "letters, digits, '_', '.' and '-'"
 
 
 def is_loopback(host: str) -> bool:
@@ -25,6 +37,37 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def parse_role_keys(options: Iterable[str] = (), env: str = "") -> dict[str, str]:
+    """``--role-key ROLE=KEY`` values and ``$SHOAL_ROLE_KEYS`` (comma-separated ``ROLE=KEY``
+    items) as ``{key: role}``. Each item is split at its first ``=``, so a key may contain
+    ``=``. A key given for two different roles is an error; messages never echo a key."""
+    items = [(f"--role-key #{i}", item) for i, item in enumerate(options, 1)]
+    items += [
+        (f"$SHOAL_ROLE_KEYS item {i}", item)
+        for i, item in enumerate((part.strip() for part in env.split(",") if part.strip()), 1)
+    ]
+    keys: dict[str, str] = {}
+    for where, item in items:
+        role, sep, key = item.partition("=")
+        role, key = role.strip(), key.strip()
+        if not sep:
+            raise UserError(f"{where}: expected ROLE=KEY (for example staff=KEY), found no '='")
+        if not role:
+            raise UserError(f"{where}: the role before '=' is empty; write ROLE=KEY")
+        if not ROLE_NAME.fullmatch(role):
+            # not echoed: a reversed KEY=ROLE would print the key
+            raise UserError(f"{where}: the role before '=' may use only {_ROLE_CHARS}")
+        if not key:
+            raise UserError(f"{where}: the key of role {role!r} is empty; write {role}=KEY")
+        known = keys.setdefault(key, role)
+        if known != role:
+            raise UserError(
+                f"{where}: the same key is given for roles {known!r} and {role!r}; "
+                "give each key one role"
+            )
+    return keys
 
 
 @dataclass(frozen=True)
@@ -45,8 +88,12 @@ class ServerSettings:
     #: a deployment file (``models:``, ``default:``): its named models (remote endpoints,
     #: routers, fallbacks, escalation tiers) are served under their names
     deployment: Path | None = None
-    #: Bearer tokens accepted; empty: no authentication (only allowed on a loopback address)
-    api_keys: tuple[str, ...] = ()
+    #: Bearer tokens accepted, whose requests run without a role; with no ``role_keys``
+    #: either: no authentication (only allowed on a loopback address)
+    api_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Bearer tokens that carry a role, ``{key: role}``: agents and flows run in that role for
+    #: their requests (guards such as ``ToolPermissionGuard`` decide by it)
+    role_keys: Mapping[str, str] = field(default_factory=dict, repr=False)
     #: SQLite file of threads and stored responses
     database: Path | None = None
     #: requests running at once on one model; the engine generates for one at a time
@@ -75,10 +122,12 @@ class ServerSettings:
     keep_alive_s: float | None = field(default_factory=lambda: residency_settings().keep_alive_s)
 
     def __post_init__(self) -> None:
-        if not is_loopback(self.host) and not self.api_keys:
+        self._check_keys()
+        if not is_loopback(self.host) and not self.api_keys and not self.role_keys:
             raise UserError(
                 f"refusing to listen on {self.host} without API keys: anyone on the network "
-                "could use the models; pass --api-key (or SHOAL_API_KEYS), or bind 127.0.0.1"
+                "could use the models; pass --api-key or --role-key (or SHOAL_API_KEYS, "
+                "SHOAL_ROLE_KEYS), or bind 127.0.0.1"
             )
         for name in ("max_active", "max_queue", "max_body_bytes", "max_messages"):
             if getattr(self, name) < (0 if name == "max_queue" else 1):
@@ -88,6 +137,24 @@ class ServerSettings:
         if not 0 < self.port < 65536:
             raise UserError(f"port {self.port} is not between 1 and 65535")
         _ = self.residency  # checks the residency limits
+
+    def _check_keys(self) -> None:
+        """Keys are non-empty, roles well formed, and no key is both plain and a role's; the
+        mapping is frozen like the rest. Messages name roles, never keys."""
+        role_keys = MappingProxyType(dict(self.role_keys))
+        object.__setattr__(self, "role_keys", role_keys)
+        if any(not key.strip() for key in self.api_keys):
+            raise UserError("an API key is empty; give each --api-key a value")
+        for key, role in role_keys.items():
+            if not isinstance(role, str) or not ROLE_NAME.fullmatch(role):
+                raise UserError(f"a role key's role must be made of {_ROLE_CHARS}")
+            if not key.strip():
+                raise UserError(f"the key of role {role!r} is empty")
+            if key in self.api_keys:
+                raise UserError(
+                    f"a key is given both as a plain API key and as a key of role {role!r}; "
+                    "give it once (--role-key gives it the role)"
+                )
 
     @property
     def residency(self) -> ResidencySettings:

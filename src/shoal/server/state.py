@@ -11,6 +11,9 @@ several agents on several models: their agents' models take a queue slot per mod
 (:class:`~shoal.server.systems.AdmittedModel`) rather than one for the whole run. A slot is
 held per task: code that already holds an engine's slot (an agent run, whose tool asks another
 agent on the same model) does not queue for it again (:meth:`ServerState.admit`).
+
+Every run and resume takes the caller's ``role`` (:func:`~shoal.server.auth.caller_role`: the
+role of the request's API key, ``None`` for none); the agent's guards decide by it.
 """
 
 from __future__ import annotations
@@ -191,13 +194,14 @@ class ServerState:
         *,
         history: Sequence[Message] = (),
         thread: str | None = None,
+        role: str | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> RunResult[Any]:
         """Run to the end under a queue slot and the deadline; cancelled if the client leaves."""
 
         async def work() -> RunResult[Any]:
             async with admitted(engine):
-                result = await agent.run(message, history=history, thread=thread)
+                result = await agent.run(message, history=history, thread=thread, role=role)
             self.record(engine, result)
             return result
 
@@ -243,12 +247,14 @@ class ServerState:
         *,
         history: Sequence[Message] = (),
         thread: str | None = None,
+        role: str | None = None,
     ) -> AsyncIterator[RunEvent]:
         """:meth:`run` as events; the caller's cancellation (a disconnect) stops generation."""
         deadline = self.settings.request_timeout
+        events = agent.run_stream(message, history=history, thread=thread, role=role)
         try:
             async with asyncio.timeout(deadline), admitted(engine):
-                async for event in agent.run_stream(message, history=history, thread=thread):
+                async for event in events:
                     if isinstance(event, FinalEvent):
                         self.record(engine, event.result)
                     yield event
@@ -266,13 +272,14 @@ class ServerState:
         *,
         approve: bool | Mapping[str, bool],
         reason: str,
+        role: str | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> RunResult[Any]:
         """An agent's paused run, continued under a queue slot and the deadline."""
 
         async def work() -> RunResult[Any]:
             async with admitted(engine):
-                result = await agent.resume(thread, approve=approve, reason=reason)
+                result = await agent.resume(thread, approve=approve, reason=reason, role=role)
             self.record(engine, result)
             return result
 
@@ -284,11 +291,12 @@ class ServerState:
         message: str | None,
         *,
         thread: str | None = None,
+        role: str | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> FlowResult:
         """Run a system's flow (or entry) under the deadline; each model request of its
         agents takes a queue slot on that model."""
-        run = hosted.system.run(message, thread=thread, agent=hosted.member)
+        run = hosted.system.run(message, thread=thread, agent=hosted.member, role=role)
         return await self._flow(hosted.hosted, run, disconnected)
 
     async def resume_flow(
@@ -299,10 +307,11 @@ class ServerState:
         approve: bool | Mapping[str, bool],
         reason: str,
         member: str | None = None,
+        role: str | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> FlowResult:
         """Continue a system's run paused for approval in ``thread``."""
-        run = hosted.system.resume(thread, approve=approve, reason=reason, agent=member)
+        run = hosted.system.resume(thread, approve=approve, reason=reason, agent=member, role=role)
         return await self._flow(hosted, run, disconnected)
 
     async def _flow(

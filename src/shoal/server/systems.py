@@ -190,13 +190,15 @@ async def answer_once(
     message: str | None,
     history: Sequence[Message],
     *,
+    role: str | None = None,
     disconnected: Callable[[], Awaitable[bool]] | None = None,
 ) -> FlowResult:
     """Run ``flow`` on a conversation the client sent (chat completions, responses).
 
-    Flows continue threads, so the conversation goes into a thread of the server's store for
-    the run; the thread is deleted afterwards, unless the run paused for approval: then it
-    stays (its id is in the answer's ``shoal.thread_id``) for ``/v1/threads/{id}/approval``.
+    ``role`` is the caller's (:func:`~shoal.server.auth.caller_role`). Flows continue threads,
+    so the conversation goes into a thread of the server's store for the run; the thread is
+    deleted afterwards, unless the run paused for approval: then it stays (its id is in the
+    answer's ``shoal.thread_id``) for ``/v1/threads/{id}/approval``.
     """
     if message is None:
         raise ApiError(
@@ -210,7 +212,9 @@ async def answer_once(
     try:
         if history:
             await state.store.append_messages(thread.id, list(history))
-        result = await state.run_flow(flow, message, thread=thread.id, disconnected=disconnected)
+        result = await state.run_flow(
+            flow, message, thread=thread.id, role=role, disconnected=disconnected
+        )
         keep = result.stop_reason == "approval"
         return result if keep else dataclasses.replace(result, thread_id=None)
     finally:

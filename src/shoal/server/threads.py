@@ -38,6 +38,7 @@ from shoal.agent import RunResult, ToolCallRecord
 from shoal.messages import AssistantMessage, Message, ToolMessage, UserMessage
 from shoal.models.wire import call_json as wire_call_json
 from shoal.orchestration import FlowResult
+from shoal.server.auth import caller_role
 from shoal.server.convert import (
     now,
     output_schema_of,
@@ -389,6 +390,7 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> dict[
     if body.assistant_id and body.model and body.assistant_id != body.model:
         raise ApiError(400, "give assistant_id or model, not both", param="assistant_id")
     name = body.assistant_id or body.model
+    role = caller_role(request)
     history = await state.store.get_messages(thread_id)
     if not history or history[-1].role not in ("user", "tool"):
         raise ApiError(
@@ -408,7 +410,7 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> dict[
             response_format=body.response_format,
         )
         flow_result = await state.run_flow(
-            flow, None, thread=thread_id, disconnected=request.is_disconnected
+            flow, None, thread=thread_id, role=role, disconnected=request.is_disconnected
         )
         return run_object(
             thread_id=thread_id,
@@ -443,7 +445,7 @@ async def create_run(thread_id: str, body: RunCreate, request: Request) -> dict[
         tool_choice=choice,
     )
     result = await state.run(
-        engine, agent, None, thread=thread_id, disconnected=request.is_disconnected
+        engine, agent, None, thread=thread_id, role=role, disconnected=request.is_disconnected
     )
     return run_object(
         thread_id=thread_id,
