@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,40 +21,9 @@ from shoal.exceptions import (
     exit_code_for,
 )
 from shoal.observability import TraceEvent
+from tests.unit._systems import tools_module, write_system
 
 THREAD_LINE = re.compile(r"^\[thread (thread_\w+)\]$", re.MULTILINE)
-
-TOOLS = '''\
-from shoal.tools import tool
-
-
-def lookup_order(order_id: str) -> dict:
-    """Look up an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return {"order_id": order_id, "status": "shipped"}
-
-
-def refund(order_id: str) -> str:
-    """Refund an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return f"refunded {order_id}"
-
-
-@tool(requires_approval=True)
-def delete_account(customer_id: str) -> str:
-    """Delete a customer's account.
-
-    Args:
-        customer_id: The customer.
-    """
-    return f"deleted {customer_id}"
-'''
 
 SYSTEM = """\
 name: shop
@@ -87,17 +54,13 @@ def _shoal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[str]:
-    name = f"cli_system_tools_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(TOOLS, encoding="utf-8")
-    yield name
-    sys.modules.pop(name, None)
+    with tools_module(tmp_path, "cli_system_tools") as name:
+        yield name
 
 
 @pytest.fixture
 def system(tmp_path: Path, tools: str) -> Path:
-    path = tmp_path / "system.yaml"
-    path.write_text(SYSTEM.replace("{m}", tools), encoding="utf-8")
-    return path
+    return write_system(tmp_path, SYSTEM, tools)
 
 
 @pytest.fixture

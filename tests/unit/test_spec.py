@@ -154,7 +154,7 @@ ERROR_CASES = [
         "name: a\nzzz: 1\n",
         2,
         "unknown key 'zzz'; expected one of: name, model, models, instructions, tools, "
-        "settings, tool_choice, max_steps, retries",
+        "settings, tool_choice, routes, max_steps, retries",
         id="unknown-key-lists-known",
     ),
     pytest.param(
@@ -348,7 +348,7 @@ def test_several_errors_are_reported_first_by_line(tmp_path: Path) -> None:
     assert lines[1:] == [
         "  also line 3: max_steps: Input should be less than or equal to 50",
         "  also line 4: unknown key 'zzz'; expected one of: name, model, models, instructions, "
-        "tools, settings, tool_choice, max_steps, retries",
+        "tools, settings, tool_choice, routes, max_steps, retries",
     ]
 
 

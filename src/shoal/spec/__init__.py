@@ -14,7 +14,7 @@ from shoal.spec.models import (
     RuleSpec,
     build_models,
 )
-from shoal.spec.schema import AgentSpec, ToolSpec
+from shoal.spec.schema import AgentSpec, RouteSpec, ToolSpec
 from shoal.spec.system import AgentDef, FlowDef, SystemSpec, is_system_file, load_system
 from shoal.spec.system_build import System
 
@@ -29,6 +29,7 @@ __all__ = [
     "ModelEntry",
     "ProviderEntry",
     "ReferenceEntry",
+    "RouteSpec",
     "RouterEntry",
     "RouterSpec",
     "RuleSpec",

@@ -7,6 +7,9 @@ placeholders); what needs the whole file (are the names agents or flows? cycles?
 by :class:`~shoal.spec.system.SystemSpec`, which reads every place naming a member through
 :meth:`FlowDef.members` and :meth:`FlowDef.agent_refs`.
 
+The helpers the system file's own checks share with these definitions (names, ``hint`` for
+"did you mean", references, output schemas) are public for :mod:`shoal.spec.system`.
+
 Errors are pydantic errors whose place, relative to the model that raises them, is in the
 context under :data:`~shoal.spec.models.BELOW_KEY` (the loader turns them into ``file:line``).
 """
@@ -30,11 +33,12 @@ from pydantic import (
 
 from shoal.exceptions import UserError
 from shoal.spec.models import check_pattern, spec_error
-from shoal.spec.schema import _TOOL_REF, Loc
+from shoal.spec.schema import TOOL_REF, Loc
 from shoal.tools.tool import check_output_schema
 
 __all__ = [
     "FLOW_KINDS",
+    "NAME",
     "ChainFlow",
     "ChainStepDef",
     "CriticFlow",
@@ -43,41 +47,53 @@ __all__ = [
     "FlowRule",
     "PipelineFlow",
     "RouterFlow",
+    "StrictModel",
     "TeamFlow",
+    "hint",
+    "is_function_ref",
+    "schema_problem",
+    "valid_name",
+    "valid_ref",
 ]
 
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
+#: agent, flow and route-label names
+NAME = re.compile(r"[A-Za-z0-9_-]+")
 _STEP_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
-def _hint(word: str, options: list[str], what: str = "known") -> str:
+def hint(word: str, options: list[str], what: str = "known") -> str:
+    """``"; did you mean 'x'?"`` for a close option, else ``"; {what}: a, b"`` (or nothing)."""
     close = difflib.get_close_matches(word, options, n=1, cutoff=0.6)
     if close:
         return f"; did you mean {close[0]!r}?"
     return f"; {what}: {', '.join(options)}" if options else ""
 
 
-def _valid_name(value: str, what: str = "name") -> str:
-    if not _NAME.fullmatch(value):
+def valid_name(value: str, what: str = "name") -> str:
+    """``value`` if it is a valid :data:`NAME`, else a spec error."""
+    if not NAME.fullmatch(value):
         raise spec_error(
             "name", f"{value!r} is not a valid {what}: use letters, digits, '_' and '-' only"
         )
     return value
 
 
-def _valid_ref(value: str) -> str:
-    if not _TOOL_REF.fullmatch(value):
+def valid_ref(value: str) -> str:
+    """``value`` if it looks like ``module:attribute``, else a spec error."""
+    if not TOOL_REF.fullmatch(value):
         raise spec_error(
             "ref", f"{value!r} must look like 'module:attribute' (for example 'my_guards:strict')"
         )
     return value
 
 
-def _is_function_ref(value: str) -> bool:
+def is_function_ref(value: str) -> bool:
+    """Whether a place that takes a member or a function holds a ``module:function``."""
     return ":" in value
 
 
-def _schema_problem(schema: Any) -> str | None:
+def schema_problem(schema: Any) -> str | None:
+    """Why ``schema`` cannot be an ``output_schema`` (None: it can)."""
     try:
         check_output_schema(schema, "output_schema")
     except UserError as exc:
@@ -85,11 +101,13 @@ def _schema_problem(schema: Any) -> str | None:
     return None
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
+    """A frozen part of a system file that refuses unknown keys."""
+
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
-class FlowDef(_Strict):
+class FlowDef(StrictModel):
     """One entry of ``flows:``. Validating a mapping as ``FlowDef`` gives the subclass its
     ``type:`` names."""
 
@@ -115,7 +133,7 @@ class FlowDef(_Strict):
         if not isinstance(kind, str) or kind not in FLOW_KINDS:
             raise spec_error(
                 "flow_type",
-                f"{kind!r} is not a flow type{_hint(str(kind), list(FLOW_KINDS), 'use')}",
+                f"{kind!r} is not a flow type{hint(str(kind), list(FLOW_KINDS), 'use')}",
                 ("type",),
             )
         return FLOW_KINDS[kind].model_validate(data)
@@ -129,7 +147,7 @@ class FlowDef(_Strict):
         return iter(())
 
 
-class FlowRule(_Strict):
+class FlowRule(StrictModel):
     """A router rule: a regex searched case-insensitively in the message, the route label."""
 
     pattern: str = Field(min_length=1)
@@ -171,7 +189,7 @@ class RouterFlow(FlowDef):
     def _check_labels(self) -> Self:
         labels = list(self.labels())
         for label in labels:
-            if not _NAME.fullmatch(label):
+            if not NAME.fullmatch(label):
                 raise spec_error(
                     "route_label",
                     f"{label!r} is not a valid route label: use letters, digits, '_' and '-'",
@@ -184,20 +202,20 @@ class RouterFlow(FlowDef):
             if rule.to not in labels:
                 raise spec_error(
                     "route_label",
-                    f"rule sends to {rule.to!r}, which is not a route{_hint(rule.to, labels)}",
+                    f"rule sends to {rule.to!r}, which is not a route{hint(rule.to, labels)}",
                     ("rules", index, "to"),
                 )
         if self.default is not None and self.default not in labels:
             raise spec_error(
                 "route_label",
-                f"default {self.default!r} is not a route{_hint(self.default, labels)}",
+                f"default {self.default!r} is not a route{hint(self.default, labels)}",
                 ("default",),
             )
         for label in self.descriptions:
             if label not in labels:
                 raise spec_error(
                     "route_label",
-                    f"descriptions names {label!r}, which is not a route{_hint(label, labels)}",
+                    f"descriptions names {label!r}, which is not a route{hint(label, labels)}",
                     ("descriptions", label),
                 )
         return self
@@ -230,7 +248,7 @@ class TeamFlow(FlowDef):
                 raise spec_error(
                     "team",
                     f"{what} names {name!r}, which is not an agent of the team"
-                    + _hint(name, agents, "its agents"),
+                    + hint(name, agents, "its agents"),
                     loc,
                 )
 
@@ -269,14 +287,14 @@ class PipelineFlow(FlowDef):
 
     def members(self) -> Iterator[tuple[Loc, str]]:
         for index, step in enumerate(self.steps):
-            if not _is_function_ref(step):
+            if not is_function_ref(step):
                 yield ("steps", index), step
 
     @field_validator("steps")
     @classmethod
     def _check_refs(cls, steps: tuple[str, ...]) -> tuple[str, ...]:
         for index, step in enumerate(steps):
-            if _is_function_ref(step) and not _TOOL_REF.fullmatch(step):
+            if is_function_ref(step) and not TOOL_REF.fullmatch(step):
                 raise spec_error("ref", f"{step!r} must look like 'module:function'", (index,))
         return steps
 
@@ -294,8 +312,8 @@ class FanoutFlow(FlowDef):
     @field_validator("combine")
     @classmethod
     def _check_combine(cls, value: str | None) -> str | None:
-        if value is not None and _is_function_ref(value):
-            _valid_ref(value)
+        if value is not None and is_function_ref(value):
+            valid_ref(value)
         return value
 
     def members(self) -> Iterator[tuple[Loc, str]]:
@@ -303,7 +321,7 @@ class FanoutFlow(FlowDef):
             yield ("branches", index), branch
 
     def agent_refs(self) -> Iterator[tuple[Loc, str]]:
-        if self.combine is not None and not _is_function_ref(self.combine):
+        if self.combine is not None and not is_function_ref(self.combine):
             yield ("combine",), self.combine
 
 
@@ -323,7 +341,7 @@ class CriticFlow(FlowDef):
         yield ("critic",), self.critic
 
 
-class ChainStepDef(_Strict):
+class ChainStepDef(StrictModel):
     """One typed step of a chain."""
 
     name: str
@@ -347,12 +365,12 @@ class ChainStepDef(_Strict):
     @field_validator("agent")
     @classmethod
     def _check_agent(cls, value: str) -> str:
-        return _valid_ref(value) if _is_function_ref(value) else value
+        return valid_ref(value) if is_function_ref(value) else value
 
     @field_validator("output_schema")
     @classmethod
     def _check_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        problem = _schema_problem(value) if value is not None else None
+        problem = schema_problem(value) if value is not None else None
         if problem is not None:
             raise spec_error("output_schema", problem)
         return value
@@ -385,7 +403,7 @@ class ChainFlow(FlowDef):
                     raise spec_error(
                         "prompt",
                         f"the prompt uses {{{field}}}, but only {{input}} and earlier steps "
-                        f"exist here{_hint(root, known, 'use')}",
+                        f"exist here{hint(root, known, 'use')}",
                         ("steps", index, "prompt"),
                     )
             known.append(step.name)
@@ -393,7 +411,7 @@ class ChainFlow(FlowDef):
 
     def agent_refs(self) -> Iterator[tuple[Loc, str]]:
         for index, step in enumerate(self.steps):
-            if not _is_function_ref(step.agent):
+            if not is_function_ref(step.agent):
                 yield ("steps", index, "agent"), step.agent
 
 

@@ -20,11 +20,16 @@ long version)::
       temperature: 0
       max_tokens: 256
     tool_choice: auto                   # optional: auto | none | required | a declared tool name
+    routes:                             # optional: rules that call a tool without the model
+      - pattern: "order (?P<order_id>[0-9]+)"     # a regex over the user's message
+        tool: lookup_order              # its named groups are the call's arguments
+        when: first                     # first (before the model) | fallback (after it failed)
     max_steps: 6                        # optional, 1..50 (default 8)
     retries: 2                          # optional, 0..10 (default 2)
 
-Tool modules are looked up in the spec file's directory first, then on ``sys.path``; they are
-imported by :meth:`AgentSpec.build_agent`, never by :func:`load_agent_spec`.
+Tool modules (and a route's ``arguments: module:function``) are looked up in the spec file's
+directory first, then on ``sys.path``; they are imported by :meth:`AgentSpec.build_agent`,
+never by :func:`load_agent_spec`.
 
 A deployment file (:func:`load_deployment`) is a ``models:`` section on its own, with an
 optional ``default:`` naming one of its entries.
@@ -36,6 +41,10 @@ it goes. The deepest node reached gives the line, so a missing key points at its
 unknown or wrong key at the key itself. A check inside a nested model that means a place
 below the one pydantic reports puts the rest of the path in the error's context
 (:data:`~shoal.spec.models.BELOW_KEY`).
+
+System files (:mod:`shoal.spec.system`) are read the same way, through the public helpers
+here: :func:`read_document`, :func:`node_at` and :func:`node_line`, :func:`error_loc`,
+:func:`error_message`, :func:`known_keys`, :func:`keys_at` and :func:`format_loc`.
 """
 
 from __future__ import annotations
@@ -55,10 +64,23 @@ from shoal.exceptions import SpecError
 from shoal.spec.models import BELOW_KEY, DeploymentSpec, ModelEntry, entry_keys, entry_kind
 from shoal.spec.schema import AT_KEY, AgentSpec, Loc
 
-__all__ = ["load_agent_spec", "load_deployment"]
+__all__ = [
+    "error_loc",
+    "error_message",
+    "format_loc",
+    "keys_at",
+    "known_keys",
+    "load_agent_spec",
+    "load_deployment",
+    "node_at",
+    "node_line",
+    "read_document",
+]
 
 #: Keys a spec file may not set although AgentSpec has them.
 _RESERVED_KEYS = frozenset({"source"})
+#: the keys of a route that building may complain about
+_ROUTE_KEYS = ("tool", "pattern", "arguments")
 
 
 def load_agent_spec(path: str | Path) -> AgentSpec:
@@ -70,16 +92,19 @@ def load_agent_spec(path: str | Path) -> AgentSpec:
     """
     display = str(path)
     source = Path(path).absolute()  # tools are imported from its directory, whatever the cwd
-    root, data = _document(source, display, AgentSpec, "at least a 'name:' key")
+    root, data = read_document(source, display, AgentSpec, "at least a 'name:' key")
 
     try:
         spec = AgentSpec.model_validate({**_drop_empty_sections(data), "source": source})
     except ValidationError as exc:
         raise _spec_error(exc, root, display) from None
 
-    lines: dict[Loc, int] = {("tool_choice",): _line(_node_at(root, ("tool_choice",)))}
+    lines: dict[Loc, int] = {("tool_choice",): node_line(node_at(root, ("tool_choice",)))}
     for index in range(len(spec.tools)):
-        lines["tools", index] = _line(_node_at(root, ("tools", index)))
+        lines["tools", index] = node_line(node_at(root, ("tools", index)))
+    for index in range(len(spec.routes)):
+        for loc in [("routes", index), *(("routes", index, key) for key in _ROUTE_KEYS)]:
+            lines[loc] = node_line(node_at(root, loc))
     lines.update(_model_lines(root, spec.models))
     spec._set_locations(display, lines)
     return spec
@@ -94,7 +119,7 @@ def load_deployment(path: str | Path) -> DeploymentSpec:
     """
     display = str(path)
     source = Path(path).absolute()
-    root, data = _document(source, display, DeploymentSpec, "a 'models:' key")
+    root, data = read_document(source, display, DeploymentSpec, "a 'models:' key")
 
     try:
         spec = DeploymentSpec.model_validate({**data, "source": source})
@@ -102,12 +127,12 @@ def load_deployment(path: str | Path) -> DeploymentSpec:
         raise _spec_error(exc, root, display, DeploymentSpec) from None
 
     lines = _model_lines(root, spec.models)
-    lines["default",] = _line(_node_at(root, ("default",)))
+    lines["default",] = node_line(node_at(root, ("default",)))
     spec._set_locations(display, lines)
     return spec
 
 
-def _document(
+def read_document(
     source: Path, display: str, schema: type[BaseModel], expected: str
 ) -> tuple[yaml.Node, dict[Any, Any]]:
     """The file's node tree and data: a mapping with no duplicate or reserved keys."""
@@ -117,7 +142,7 @@ def _document(
 
     if root is None or not isinstance(root, yaml.MappingNode) or not isinstance(data, dict):
         found = "an empty file" if root is None else f"a {_kind(data)}"
-        line = f":{_line(root)}" if root is not None else ""
+        line = f":{node_line(root)}" if root is not None else ""
         raise SpecError(
             f"the top level must be a mapping with {expected}, found {found}",
             location=display + line,
@@ -128,16 +153,16 @@ def _document(
         key = reserved[0]
         raise SpecError(
             _unknown_key_message(key, (), schema),
-            location=f"{display}:{_line(_node_at(root, (key,)))}",
+            location=f"{display}:{node_line(node_at(root, (key,)))}",
         )
     return root, data
 
 
 def _model_lines(root: yaml.Node, models: Mapping[str, ModelEntry]) -> dict[Loc, int]:
     """The lines of ``model:`` and of each entry of ``models:`` (where building may fail)."""
-    lines: dict[Loc, int] = {("model",): _line(_node_at(root, ("model",)))}
+    lines: dict[Loc, int] = {("model",): node_line(node_at(root, ("model",)))}
     for name in models:
-        lines["models", name] = _line(_node_at(root, ("models", name)))
+        lines["models", name] = node_line(node_at(root, ("models", name)))
     return lines
 
 
@@ -188,8 +213,9 @@ def _parse(text: str, display: str) -> tuple[yaml.Node | None, Any]:
 
 
 def _drop_empty_sections(data: dict[Any, Any]) -> dict[Any, Any]:
-    """``tools:``, ``settings:`` or ``instructions:`` with nothing after them mean "none"."""
-    optional = ("instructions", "tools", "settings", "models")
+    """``tools:``, ``routes:``, ``settings:``, ``models:`` or ``instructions:`` with nothing
+    after them mean "none"."""
+    optional = ("instructions", "tools", "routes", "settings", "models")
     return {k: v for k, v in data.items() if not (k in optional and v is None)}
 
 
@@ -202,11 +228,11 @@ def _check_duplicate_keys(node: yaml.Node, display: str) -> None:
         for key, _value in child.value:
             if not isinstance(key, yaml.ScalarNode):
                 continue
-            first = seen.setdefault((key.tag, key.value), _line(key))
-            if first != _line(key):
+            first = seen.setdefault((key.tag, key.value), node_line(key))
+            if first != node_line(key):
                 raise SpecError(
                     f"duplicate key {key.value!r} (first set on line {first})",
-                    location=f"{display}:{_line(key)}",
+                    location=f"{display}:{node_line(key)}",
                 )
 
 
@@ -237,8 +263,8 @@ def _spec_error(
     """One SpecError for all of pydantic's errors: the first by line, the others listed."""
     found: list[tuple[int, str]] = []
     for error in exc.errors(include_url=False):
-        loc = _error_loc(error)
-        found.append((_line(_node_at(root, loc)), _error_message(error, loc, schema, root)))
+        loc = error_loc(error)
+        found.append((node_line(node_at(root, loc)), error_message(error, loc, schema, root)))
     found.sort(key=lambda item: item[0])
     (line, message), rest = found[0], found[1:]
     if rest:
@@ -246,35 +272,38 @@ def _spec_error(
     return SpecError(message, location=f"{display}:{line}")
 
 
-def _error_loc(error: ErrorDetails) -> Loc:
+def error_loc(error: ErrorDetails) -> Loc:
+    """The place a pydantic error means: its ``loc``, or the absolute place under
+    :data:`~shoal.spec.schema.AT_KEY`, plus the relative path under ``BELOW_KEY``."""
     ctx = error.get("ctx") or {}
     at = ctx.get(AT_KEY)
     loc = tuple(at) if at is not None else tuple(error["loc"])
     return loc + tuple(ctx.get(BELOW_KEY) or ())
 
 
-def _error_message(error: ErrorDetails, loc: Loc, schema: type[BaseModel], root: yaml.Node) -> str:
+def error_message(error: ErrorDetails, loc: Loc, schema: type[BaseModel], root: yaml.Node) -> str:
+    """One pydantic error at ``loc`` as a line for a person (``tools[1].timeout: ...``)."""
     kind = error["type"]
     if kind == "extra_forbidden":
         return _unknown_key_message(str(loc[-1]), loc[:-1], schema, root)
     if kind == "invalid_key":
-        where = f" in {_format_loc(loc[:-1])}" if len(loc) > 1 else ""
+        where = f" in {format_loc(loc[:-1])}" if len(loc) > 1 else ""
         return f"key {loc[-1]!r}{where} must be a string"
     if kind == "missing":
-        where = f" in {_format_loc(loc[:-1])}" if len(loc) > 1 else ""
+        where = f" in {format_loc(loc[:-1])}" if len(loc) > 1 else ""
         return f"missing required key {loc[-1]!r}{where}"
     message = error["msg"].replace("a valid tuple", "a list")
     if kind == "string_type" and not isinstance(error.get("input"), dict | list | None):
         message += " (put the value in quotes)"
-    path = _format_loc(loc)
+    path = format_loc(loc)
     return f"{path}: {message}" if path else message
 
 
 def _unknown_key_message(
     key: str, parent: Loc, schema: type[BaseModel] = AgentSpec, root: yaml.Node | None = None
 ) -> str:
-    known = _known_keys(parent, schema, root)
-    where = f" in {_format_loc(parent)}" if parent else ""
+    known = known_keys(parent, schema, root)
+    where = f" in {format_loc(parent)}" if parent else ""
     message = f"unknown key {key!r}{where}"
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
@@ -282,7 +311,7 @@ def _unknown_key_message(
     return f"{message}; expected one of: {', '.join(known)}" if known else message
 
 
-def _known_keys(parent: Loc, schema: type[BaseModel], root: yaml.Node | None) -> list[str]:
+def known_keys(parent: Loc, schema: type[BaseModel], root: yaml.Node | None) -> list[str]:
     """The keys the mapping at ``parent`` accepts, found by walking the schema's field types
     (an entry of ``models:`` accepts the keys of the kind its own keys say it is)."""
     model: type[BaseModel] | None = schema
@@ -294,20 +323,20 @@ def _known_keys(parent: Loc, schema: type[BaseModel], root: yaml.Node | None) ->
             mapping_key = False
             continue
         if model is ModelEntry:  # which fields depends on the kind the entry's keys say
-            model = entry_kind(_keys_at(root, parent[:depth]))
+            model = entry_kind(keys_at(root, parent[:depth]))
             if model is None:
                 continue
         field = model.model_fields.get(part)
         model = _model_in(field.annotation) if field is not None else None
         mapping_key = field is not None and typing.get_origin(field.annotation) is dict
     if model is ModelEntry:
-        return entry_keys(_keys_at(root, parent))
+        return entry_keys(keys_at(root, parent))
     if model is None:
         return []
     return [name for name in model.model_fields if name not in _RESERVED_KEYS]
 
 
-def _keys_at(root: yaml.Node | None, loc: Loc) -> list[str]:
+def keys_at(root: yaml.Node | None, loc: Loc) -> list[str]:
     """The keys of the mapping at ``loc`` (none if there is no mapping there)."""
     node = root
     for part in loc:
@@ -336,7 +365,8 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
     return None
 
 
-def _format_loc(loc: Loc) -> str:
+def format_loc(loc: Loc) -> str:
+    """``("tools", 1, "timeout")`` as ``tools[1].timeout``."""
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
@@ -346,7 +376,7 @@ def _format_loc(loc: Loc) -> str:
 # -- nodes ----------------------------------------------------------------------------------
 
 
-def _node_at(root: yaml.Node, loc: Loc) -> yaml.Node:
+def node_at(root: yaml.Node, loc: Loc) -> yaml.Node:
     """The deepest node along ``loc``; for a final mapping key, the key node itself."""
     node = root
     for depth, part in enumerate(loc):
@@ -375,7 +405,8 @@ def _mapping_entry(
     return None
 
 
-def _line(node: yaml.Node) -> int:
+def node_line(node: yaml.Node) -> int:
+    """The 1-based line ``node`` starts on."""
     return int(node.start_mark.line) + 1
 
 

@@ -102,6 +102,7 @@ __all__ = [
     "DeploymentSpec",
     "EscalateEntry",
     "FallbackEntry",
+    "ModelBuilder",
     "ModelEntry",
     "ModelTable",
     "ProviderEntry",
@@ -112,9 +113,11 @@ __all__ = [
     "RuleSpec",
     "build_model",
     "build_models",
+    "check_pattern",
     "entry_keys",
     "entry_kind",
     "model_name_problem",
+    "spec_error",
 ]
 
 #: An error raised inside a nested model can only say where it is relative to that model: it
@@ -153,7 +156,8 @@ def spec_error(kind: str, message: str, below: _Loc = ()) -> PydanticCustomError
 
 
 def check_pattern(value: str) -> str:
-    """A router rule's regular expression, compiled once here to refuse a bad one."""
+    """A regular expression (a router rule's or an agent route's), compiled once here to
+    refuse a bad one."""
     try:
         re.compile(value, re.IGNORECASE)
     except re.error as exc:
@@ -595,7 +599,7 @@ def build_models(
     docstring for how references are resolved). No request is sent. A :class:`UserError`
     while building an entry (a cloud provider's key not set, a reference that cannot be
     resolved) becomes a :class:`SpecError` at that entry's ``location``."""
-    builder = _Builder(models, resolve, location)
+    builder = ModelBuilder(models, resolve, location)
     return {name: builder.entry(name) for name in models}
 
 
@@ -607,10 +611,13 @@ def build_model(
     location: Callable[[_Loc], str] | None = None,
 ) -> Model:
     """The entry ``name``, built with the entries it names and no others."""
-    return _Builder(models, resolve, location).entry(name)
+    return ModelBuilder(models, resolve, location).entry(name)
 
 
-class _Builder:
+class ModelBuilder:
+    """Builds entries of a checked ``models:`` section on demand, each once (:meth:`entry`);
+    a system file shares one between its agents and classifiers."""
+
     def __init__(
         self,
         models: Mapping[str, ModelEntry],
@@ -626,6 +633,7 @@ class _Builder:
         self.building: list[str] = []
 
     def entry(self, name: str) -> Model:
+        """The entry ``name`` as a model, built with the entries it names (once each)."""
         if name in self.built:
             return self.built[name]
         if name in self.building:  # only for sections that were not checked

@@ -1,4 +1,5 @@
-"""The validated form of an agent spec: :class:`AgentSpec` and its :class:`ToolSpec` entries.
+"""The validated form of an agent spec: :class:`AgentSpec`, its :class:`ToolSpec` and
+:class:`RouteSpec` entries.
 
 The YAML format is described in :mod:`shoal.spec.loader` (and ``docs/agent-spec.md``); this
 module holds what a file turns into once it has been checked, and turns that into a running
@@ -6,6 +7,13 @@ module holds what a file turns into once it has been checked, and turns that int
 (``module:function``); they are imported when an agent is built, not when a spec is loaded, so
 ``shoal`` can check a spec without running any of the user's code. A ``models:`` section (named
 models, routers and the like: :mod:`shoal.spec.models`) lets ``model:`` name one of its entries.
+``routes:`` become :class:`~shoal.agent.Route` rules (:func:`build_routes`).
+
+Seams the other spec modules use (system files define agents with the same pieces):
+:data:`TOOL_REF` (the shape of a ``module:attribute`` reference), :func:`import_attribute` and
+:func:`on_sys_path` (importing one from the spec's directory), :data:`BUILTIN_CHOICES` and
+:func:`unknown_choice_message` (checking ``tool_choice``), :func:`route_tool_problem` and
+:func:`build_routes`.
 """
 
 from __future__ import annotations
@@ -14,10 +22,10 @@ import difflib
 import importlib
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -30,26 +38,51 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from shoal.agent import Agent
+from shoal.agent import Agent, Route
 from shoal.exceptions import SpecError, ToolDefinitionError, UserError
 from shoal.models import DEFAULT_MODEL, Model
 from shoal.models.registry import resolve_model
 from shoal.settings import ModelSettings
-from shoal.spec.models import ModelTable, Resolve, build_model, build_models, model_name_problem
+from shoal.spec.models import (
+    ModelTable,
+    Resolve,
+    build_model,
+    build_models,
+    check_pattern,
+    model_name_problem,
+    spec_error,
+)
 from shoal.threads import ThreadStore
 from shoal.tools import Tool, as_tool, tool
 
-__all__ = ["AgentSpec", "Loc", "ToolSpec"]
+__all__ = [
+    "AT_KEY",
+    "BUILTIN_CHOICES",
+    "TOOL_REF",
+    "AgentSpec",
+    "Loc",
+    "RouteSpec",
+    "ToolSpec",
+    "build_routes",
+    "import_attribute",
+    "on_sys_path",
+    "route_tool_problem",
+    "unknown_choice_message",
+]
 
 #: A path into the spec's data, as pydantic reports it: ``("tools", 1, "timeout")``.
 Loc = tuple[str | int, ...]
 
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
-_TOOL_REF = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}")
+#: a ``module:attribute`` reference (the module may be dotted)
+TOOL_REF = re.compile(rf"{_IDENTIFIER}(\.{_IDENTIFIER})*:{_IDENTIFIER}")
 _AGENT_NAME = re.compile(r"[A-Za-z0-9_-]+")
 #: the rule shoal.tools applies, checked here too so that the error has a line number
 _TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,63}")
-_BUILTIN_CHOICES = ("auto", "none", "required")
+#: the ``tool_choice`` values that are not a tool's name
+BUILTIN_CHOICES = ("auto", "none", "required")
+#: when a route is tried: before the model is asked, or after it exhausted its retries
+_ROUTE_WHEN = ("first", "fallback")
 
 #: A cross-field check can only fail as a whole model (loc ``()``); it puts the place it means
 #: under this ``ctx`` key so the loader can point at the right line.
@@ -89,7 +122,7 @@ class ToolSpec(BaseModel):
     @field_validator("ref")
     @classmethod
     def _check_ref(cls, value: str) -> str:
-        if not _TOOL_REF.fullmatch(value):
+        if not TOOL_REF.fullmatch(value):
             raise PydanticCustomError(
                 "tool_ref",
                 "tool reference '{ref}' must look like 'module:function' "
@@ -130,6 +163,48 @@ class ToolSpec(BaseModel):
         return self.name is not None or self.description is not None or self.timeout is not None
 
 
+class RouteSpec(BaseModel):
+    """One entry of ``routes:``: a regex searched (case-insensitively) in the user's message
+    and the tool it calls, ``first`` (before the model) or as a ``fallback`` (after the model
+    exhausted its retries); see :class:`~shoal.agent.Route`."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    pattern: str = Field(min_length=1)
+    #: the name of one of the agent's tools
+    tool: str = Field(min_length=1)
+    when: Literal["first", "fallback"] = "first"
+    #: ``module:function`` making the call's arguments from the match; default: the named groups
+    arguments: str | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _check_pattern(cls, value: str) -> str:
+        return check_pattern(value)
+
+    @field_validator("when", mode="before")
+    @classmethod
+    def _check_when(cls, value: Any) -> Any:
+        if value not in _ROUTE_WHEN:
+            raise spec_error(
+                "route_when",
+                f"{value!r} is not when a route is tried: use first (before the model is "
+                "asked) or fallback (after it exhausted its retries)",
+            )
+        return value
+
+    @field_validator("arguments")
+    @classmethod
+    def _check_arguments(cls, value: str | None) -> str | None:
+        if value is not None and not TOOL_REF.fullmatch(value):
+            raise spec_error(
+                "arguments_ref",
+                f"{value!r} must look like 'module:function' (a function of the match that "
+                "returns the arguments)",
+            )
+        return value
+
+
 class AgentSpec(BaseModel):
     """An agent described by a YAML file. Load one with :func:`shoal.spec.load_agent_spec`."""
 
@@ -144,6 +219,8 @@ class AgentSpec(BaseModel):
     tools: tuple[ToolSpec, ...] = ()
     settings: ModelSettings = Field(default_factory=ModelSettings)
     tool_choice: str = Field(default="auto", min_length=1)
+    #: rules that call a tool without the model (:class:`RouteSpec`)
+    routes: tuple[RouteSpec, ...] = ()
     max_steps: int = Field(default=8, ge=1, le=50, strict=True)
     retries: int = Field(default=2, ge=0, le=10, strict=True)
     #: the file the spec was read from; tool modules are imported from its directory
@@ -180,6 +257,20 @@ class AgentSpec(BaseModel):
         return self
 
     @model_validator(mode="after")
+    def _check_routes(self) -> Self:
+        names = [entry.tool_name for entry in self.tools]
+        for index, route in enumerate(self.routes):
+            problem = route_tool_problem(route.tool, names)
+            if problem is not None:
+                # user text goes in as a placeholder's value: it may contain braces
+                raise PydanticCustomError(
+                    "route_tool",
+                    "{message}",
+                    {"message": problem, AT_KEY: ("routes", index, "tool")},
+                )
+        return self
+
+    @model_validator(mode="after")
     def _check_model_name(self) -> Self:
         # without a models: section, model: is any reference, resolved when the agent runs
         if self.models and "model" in self.model_fields_set:
@@ -197,10 +288,10 @@ class AgentSpec(BaseModel):
         if tools is None:  # the tools failed validation; that error is the one to report
             return value
         names = [entry.tool_name for entry in tools]
-        if value not in _BUILTIN_CHOICES and value not in names:
+        if value not in BUILTIN_CHOICES and value not in names:
             # user text goes in as a placeholder's value: it may contain braces
             raise PydanticCustomError(
-                "tool_choice", "{message}", {"message": _unknown_choice_message(value, names)}
+                "tool_choice", "{message}", {"message": unknown_choice_message(value, names)}
             )
         return value
 
@@ -227,7 +318,7 @@ class AgentSpec(BaseModel):
         """
         tools: list[Tool] = []
         names: dict[str, int] = {}
-        with _on_sys_path(self.source.parent):
+        with on_sys_path(self.source.parent):
             for index, entry in enumerate(self.tools):
                 built = self._build_tool(entry, ("tools", index))
                 if built.name in names:
@@ -239,12 +330,18 @@ class AgentSpec(BaseModel):
                 names[built.name] = index
                 tools.append(built)
         choice = self.tool_choice
-        if choice not in _BUILTIN_CHOICES and choice not in names:
+        if choice not in BUILTIN_CHOICES and choice not in names:
             raise SpecError(
-                "tool_choice: " + _unknown_choice_message(choice, list(names)),
+                "tool_choice: " + unknown_choice_message(choice, list(names)),
                 location=self.location(("tool_choice",)),
             )
         return tools
+
+    def build_routes(self, tools: Sequence[Tool]) -> list[Route]:
+        """The spec's ``routes:`` for an agent with ``tools`` (see :func:`build_routes`; an
+        ``arguments:`` function is imported from the spec file's directory)."""
+        with on_sys_path(self.source.parent):
+            return build_routes(self.routes, tools, self.location)
 
     def build_models(self, resolve: Resolve = resolve_model) -> dict[str, Model]:
         """Every entry of ``models:`` as a :class:`Model`.
@@ -271,13 +368,16 @@ class AgentSpec(BaseModel):
         written inside wrappers are resolved on first use; any other ``resolve`` is called for
         every reference while building.
         """
+        chosen = model if model is not None else self.build_model(resolve)
+        tools = self.build_tools()
         return Agent(
             self.name,
-            model if model is not None else self.build_model(resolve),
+            chosen,
             instructions=self.instructions,
-            tools=self.build_tools(),
+            tools=tools,
             settings=self.settings,
             tool_choice=self.tool_choice,
+            routes=self.build_routes(tools),
             max_steps=self.max_steps,
             retries=self.retries,
             store=store,
@@ -300,7 +400,7 @@ class AgentSpec(BaseModel):
 
     def _build_tool(self, entry: ToolSpec, loc: Loc) -> Tool:
         where = self.location(loc)
-        target = _import_attribute(entry, where)
+        target = import_attribute(entry.ref, where)
         try:
             if isinstance(target, Tool):
                 if not entry.has_options:
@@ -327,30 +427,102 @@ class AgentSpec(BaseModel):
             raise SpecError(f"{entry.ref} cannot be a tool: {exc}", location=where) from exc
 
 
-def _unknown_choice_message(choice: str, names: list[str]) -> str:
-    options = [*_BUILTIN_CHOICES, *names]
+def unknown_choice_message(choice: str, names: list[str]) -> str:
+    """Why ``tool_choice: choice`` is wrong for an agent whose tools are ``names``."""
+    options = [*BUILTIN_CHOICES, *names]
     close = difflib.get_close_matches(choice, options, n=1)
     hint = f"did you mean {close[0]!r}?" if close else "use one of: " + ", ".join(options)
     return f"{choice!r} is neither auto, none, required nor a declared tool; {hint}"
 
 
-def _import_attribute(entry: ToolSpec, where: str) -> Callable[..., Any]:
-    module_name, attribute = entry.module, entry.attribute
+def route_tool_problem(tool: str, names: Sequence[str]) -> str | None:
+    """Why a route may not call ``tool`` (None: it is one of the agent's tools, ``names``)."""
+    if tool in names:
+        return None
+    close = difflib.get_close_matches(tool, names, n=1)
+    if close:
+        hint = f"; did you mean {close[0]!r}?"
+    else:
+        hint = f"; its tools: {', '.join(names)}" if names else " (it declares no tools)"
+    return f"a route calls {tool!r}, which is not one of the agent's tools{hint}"
+
+
+def build_routes(
+    entries: Sequence[RouteSpec], tools: Sequence[Tool], location: Callable[[Loc], str]
+) -> list[Route]:
+    """``routes:`` as :class:`~shoal.agent.Route` rules for an agent with ``tools``.
+
+    ``location`` gives ``file:line`` for a place relative to the agent (``("routes", 0)``).
+    A route that takes its arguments from the regex's named groups must name only parameters
+    of its tool, and every required parameter; an ``arguments:`` function is imported instead
+    (the caller puts the spec's directory on ``sys.path``: :func:`on_sys_path`). Problems are
+    :class:`SpecError` at the route's line.
+    """
+    by_name = {built.name: built for built in tools}
+    routes: list[Route] = []
+    for index, entry in enumerate(entries):
+        loc: Loc = ("routes", index)
+        target = by_name.get(entry.tool)
+        if target is None:  # refused when the file was checked, unless built by hand
+            problem = route_tool_problem(entry.tool, list(by_name))
+            raise SpecError(f"routes[{index}].tool: {problem}", location=location((*loc, "tool")))
+        arguments = None
+        if entry.arguments is not None:
+            arguments = import_attribute(entry.arguments, location((*loc, "arguments")))
+        else:
+            _check_groups(entry, target, f"routes[{index}]", location((*loc, "pattern")))
+        routes.append(Route(entry.pattern, entry.tool, arguments=arguments, when=entry.when))
+    return routes
+
+
+def _check_groups(entry: RouteSpec, target: Tool, path: str, where: str) -> None:
+    """The named groups of a route's pattern are its call's arguments: each must be a
+    parameter of the tool, and each required parameter must have one."""
+    schema = target.definition.parameters
+    parameters = list(schema.get("properties") or {})
+    groups = list(re.compile(entry.pattern).groupindex)
+    for group in groups:
+        if group not in parameters:
+            close = difflib.get_close_matches(group, parameters, n=1)
+            if close:
+                hint = f"did you mean {close[0]!r}?"
+            else:
+                hint = f"its parameters: {', '.join(parameters)}" if parameters else "it takes none"
+            raise SpecError(
+                f"{path}.pattern: the group {group!r} is not a parameter of {entry.tool!r}; {hint}",
+                location=where,
+            )
+    missing = [name for name in schema.get("required") or () if name not in groups]
+    if missing:
+        raise SpecError(
+            f"{path}.pattern: {entry.tool!r} requires {', '.join(map(repr, missing))}, which the "
+            "pattern has no named group for: add (?P<name>...) or give 'arguments:'",
+            location=where,
+        )
+
+
+def import_attribute(ref: str, where: str) -> Callable[..., Any]:
+    """What the ``module:attribute`` reference ``ref`` names, imported; it must be callable.
+
+    The caller puts the spec's directory on ``sys.path`` (:func:`on_sys_path`). Every failure
+    (no such module or attribute, an exception while importing, not callable) is a
+    :class:`SpecError` at ``where``.
+    """
+    module_name, _, attribute = ref.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
         if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
             message = (
-                f"cannot import {entry.ref}: no module named {exc.name!r} next to the spec "
+                f"cannot import {ref}: no module named {exc.name!r} next to the spec "
                 "file or on sys.path"
             )
         else:
-            message = f"cannot import {entry.ref}: importing {module_name!r} failed: {exc}"
+            message = f"cannot import {ref}: importing {module_name!r} failed: {exc}"
         raise SpecError(message, location=where) from exc
     except Exception as exc:
         raise SpecError(
-            f"cannot import {entry.ref}: importing {module_name!r} raised "
-            f"{type(exc).__name__}: {exc}",
+            f"cannot import {ref}: importing {module_name!r} raised {type(exc).__name__}: {exc}",
             location=where,
         ) from exc
     try:
@@ -360,16 +532,16 @@ def _import_attribute(entry: ToolSpec, where: str) -> Callable[..., Any]:
         close = difflib.get_close_matches(attribute, public, n=1)
         hint = f"; did you mean {module_name}:{close[0]}?" if close else ""
         raise SpecError(
-            f"cannot import {entry.ref}: module {module_name!r} has no {attribute!r}{hint}",
+            f"cannot import {ref}: module {module_name!r} has no {attribute!r}{hint}",
             location=where,
         ) from exc
     if not callable(value):
-        raise SpecError(f"{entry.ref} is a {type(value).__name__}, not a function", location=where)
+        raise SpecError(f"{ref} is a {type(value).__name__}, not a function", location=where)
     return value  # type: ignore[no-any-return]
 
 
 @contextmanager
-def _on_sys_path(directory: Path) -> Iterator[None]:
+def on_sys_path(directory: Path) -> Iterator[None]:
     """Put ``directory`` first on ``sys.path`` for the duration, then take it out again."""
     entry = str(directory.absolute())
     sys.path.insert(0, entry)

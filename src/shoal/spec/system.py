@@ -11,7 +11,8 @@ Data model::
     ├── name, description, model (the agents' default), entry (an agent or flow name)
     ├── models:  {name: ModelEntry}            the models: section of agent specs
     ├── guards:  (GuardSpec, ...)              applied to every agent
-    ├── agents:  {name: AgentDef}              AgentSpec's fields + approval, delegates, guards
+    ├── agents:  {name: AgentDef}              AgentSpec's fields (tools, routes, ...) + approval,
+    │                                          delegates, guards
     └── flows:   {name: FlowDef}               one subclass per ``type:``
                  RouterFlow | TeamFlow | PipelineFlow | FanoutFlow | CriticFlow | ChainFlow
 
@@ -47,10 +48,10 @@ from shoal.exceptions import SpecError
 from shoal.models import DEFAULT_MODEL
 from shoal.models.registry import resolve_model
 from shoal.settings import ModelSettings
-from shoal.spec import loader as _loader
+from shoal.spec import loader
 from shoal.spec.flow_defs import (
-    _NAME,
     FLOW_KINDS,
+    NAME,
     ChainFlow,
     ChainStepDef,
     CriticFlow,
@@ -59,15 +60,23 @@ from shoal.spec.flow_defs import (
     FlowRule,
     PipelineFlow,
     RouterFlow,
+    StrictModel,
     TeamFlow,
-    _hint,
-    _schema_problem,
-    _Strict,
-    _valid_name,
-    _valid_ref,
+    hint,
+    schema_problem,
+    valid_name,
+    valid_ref,
 )
 from shoal.spec.models import ModelTable, Resolve, build_models, model_name_problem, spec_error
-from shoal.spec.schema import _BUILTIN_CHOICES, AT_KEY, Loc, ToolSpec, _unknown_choice_message
+from shoal.spec.schema import (
+    AT_KEY,
+    BUILTIN_CHOICES,
+    Loc,
+    RouteSpec,
+    ToolSpec,
+    route_tool_problem,
+    unknown_choice_message,
+)
 
 if TYPE_CHECKING:
     from shoal.models import Model
@@ -100,7 +109,7 @@ def _at(kind: str, message: str, at: Loc) -> PydanticCustomError:
 # -- agents ---------------------------------------------------------------------------------
 
 
-class GuardSpec(_Strict):
+class GuardSpec(StrictModel):
     """One entry of ``guards:``: ``module:attribute`` (a guard, or a class or function called
     with ``options`` as keyword arguments that returns one)."""
 
@@ -115,10 +124,10 @@ class GuardSpec(_Strict):
     @field_validator("ref")
     @classmethod
     def _check_ref(cls, value: str) -> str:
-        return _valid_ref(value)
+        return valid_ref(value)
 
 
-class AgentDef(_Strict):
+class AgentDef(StrictModel):
     """One agent of ``agents:`` (its name is its key)."""
 
     description: str = ""
@@ -129,6 +138,8 @@ class AgentDef(_Strict):
     settings: ModelSettings = Field(default_factory=ModelSettings)
     tool_choice: str = Field(default="auto", min_length=1)
     tool_strategy: str | None = None
+    #: rules that call a tool without the model (a delegate's ``ask_<name>`` tool too)
+    routes: tuple[RouteSpec, ...] = ()
     max_steps: int = Field(default=8, ge=1, le=50, strict=True)
     retries: int = Field(default=2, ge=0, le=10, strict=True)
     output_schema: dict[str, Any] | None = None
@@ -142,7 +153,15 @@ class AgentDef(_Strict):
     @classmethod
     def _drop_empty(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            optional = ("instructions", "tools", "settings", "approval", "delegates", "guards")
+            optional = (
+                "instructions",
+                "tools",
+                "routes",
+                "settings",
+                "approval",
+                "delegates",
+                "guards",
+            )
             return {k: v for k, v in data.items() if not (k in optional and v is None)}
         return data
 
@@ -152,14 +171,14 @@ class AgentDef(_Strict):
         if value is not None and value not in TOOL_STRATEGIES:
             raise spec_error(
                 "tool_strategy",
-                f"{value!r} is not a tool strategy{_hint(value, list(TOOL_STRATEGIES), 'use')}",
+                f"{value!r} is not a tool strategy{hint(value, list(TOOL_STRATEGIES), 'use')}",
             )
         return value
 
     @field_validator("output_schema")
     @classmethod
     def _check_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        problem = _schema_problem(value) if value is not None else None
+        problem = schema_problem(value) if value is not None else None
         if problem is not None:
             raise spec_error("output_schema", problem)
         return value
@@ -177,10 +196,10 @@ class AgentDef(_Strict):
                     ("tools", index),
                 )
         declared = list(names)
-        if self.tool_choice not in _BUILTIN_CHOICES and self.tool_choice not in names:
+        if self.tool_choice not in BUILTIN_CHOICES and self.tool_choice not in names:
             raise spec_error(
                 "tool_choice",
-                _unknown_choice_message(self.tool_choice, declared),
+                unknown_choice_message(self.tool_choice, declared),
                 ("tool_choice",),
             )
         for index, name in enumerate(self.approval):
@@ -188,9 +207,18 @@ class AgentDef(_Strict):
                 raise spec_error(
                     "approval",
                     f"approval names {name!r}, which is not one of its tools"
-                    + _hint(name, declared, "its tools"),
+                    + hint(name, declared, "its tools"),
                     ("approval", index),
                 )
+        return self
+
+    @model_validator(mode="after")
+    def _check_routes(self) -> Self:
+        callable_tools = [*self.tool_names, *(f"ask_{other}" for other in self.delegates)]
+        for index, route in enumerate(self.routes):
+            problem = route_tool_problem(route.tool, callable_tools)
+            if problem is not None:
+                raise spec_error("route_tool", problem, ("routes", index, "tool"))
         return self
 
     @property
@@ -201,7 +229,7 @@ class AgentDef(_Strict):
 # -- the system -----------------------------------------------------------------------------
 
 
-class SystemSpec(_Strict):
+class SystemSpec(StrictModel):
     """A system file, checked. Load one with :func:`load_system`."""
 
     name: str
@@ -224,20 +252,20 @@ class SystemSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _check_name(cls, value: str) -> str:
-        return _valid_name(value, "system name")
+        return valid_name(value, "system name")
 
     @model_validator(mode="after")
     def _check_references(self) -> Self:
         agents, flows = list(self.agents), list(self.flows)
         for name in agents:
-            if not _NAME.fullmatch(name):
+            if not NAME.fullmatch(name):
                 raise _at(
                     "name",
                     f"{name!r} is not a valid agent name: use letters, digits, '_' and '-' only",
                     ("agents", name),
                 )
         for name in flows:
-            if not _NAME.fullmatch(name):
+            if not NAME.fullmatch(name):
                 raise _at(
                     "name",
                     f"{name!r} is not a valid flow name: use letters, digits, '_' and '-' only",
@@ -261,7 +289,7 @@ class SystemSpec(_Strict):
         if self.entry is not None and self.entry not in members:
             raise _at(
                 "entry",
-                f"entry: {self.entry!r} is not an agent or flow" + _hint(self.entry, members),
+                f"entry: {self.entry!r} is not an agent or flow" + hint(self.entry, members),
                 ("entry",),
             )
         if self.entry is None and len(self.flows) > 1:
@@ -277,7 +305,7 @@ class SystemSpec(_Strict):
         def check(name: str, loc: Loc) -> None:
             problem = model_name_problem(name, self.models)
             if problem is not None:
-                raise _at("model_name", f"{_loader._format_loc(loc)}: {problem}", loc)
+                raise _at("model_name", f"{loader.format_loc(loc)}: {problem}", loc)
 
         if self.model is not None:
             check(self.model, ("model",))
@@ -297,7 +325,7 @@ class SystemSpec(_Strict):
                     raise _at(
                         "delegates",
                         f"agent {name!r} delegates to {other!r}, which is "
-                        "not an agent" + _hint(other, agents),
+                        "not an agent" + hint(other, agents),
                         loc,
                     )
                 if other == name:
@@ -324,7 +352,7 @@ class SystemSpec(_Strict):
                     raise _at(
                         "member",
                         f"{what} {verb} {member!r}, which is not an agent or "
-                        f"flow{_hint(member, members)}",
+                        f"flow{hint(member, members)}",
                         ("flows", name, *place),
                     )
                 if member in self.flows:
@@ -334,8 +362,8 @@ class SystemSpec(_Strict):
                     kind = "a flow" if member in self.flows else "not an agent"
                     raise _at(
                         "member",
-                        f"{what} needs an agent at {_loader._format_loc(place)}"
-                        f", and {member!r} is {kind}{_hint(member, agents, 'agents')}",
+                        f"{what} needs an agent at {loader.format_loc(place)}"
+                        f", and {member!r} is {kind}{hint(member, agents, 'agents')}",
                         ("flows", name, *place),
                     )
             if isinstance(definition, CriticFlow):
@@ -392,8 +420,8 @@ class SystemSpec(_Strict):
         where = self.display
         if self._root is None:
             return where
-        node = _loader._node_at(self._root, self._file_loc(loc))
-        return f"{where}:{_loader._line(node)}"
+        node = loader.node_at(self._root, self._file_loc(loc))
+        return f"{where}:{loader.node_line(node)}"
 
     def _file_loc(self, loc: Loc) -> Loc:
         """``("agents", name, ...)`` as the file has it (an index for the list form)."""
@@ -461,7 +489,7 @@ def load_system(path: str | Path) -> SystemSpec:
     """
     display = str(path)
     source = Path(path).absolute()
-    root, data = _loader._document(source, display, SystemSpec, "'name:' and 'agents:' keys")
+    root, data = loader.read_document(source, display, SystemSpec, "'name:' and 'agents:' keys")
     data = {k: v for k, v in data.items() if not (k in _EMPTY_OK and v is None)}
     agent_index: dict[str, int] = {}
     if isinstance(data.get("agents"), list):
@@ -485,7 +513,7 @@ def _agents_from_list(
     agents: dict[str, Any] = {}
     index: dict[str, int] = {}
     for position, item in enumerate(items):
-        where = f"{display}:{_loader._line(_loader._node_at(root, ('agents', position)))}"
+        where = f"{display}:{loader.node_line(loader.node_at(root, ('agents', position)))}"
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             raise SpecError(
                 "each agent of an agents: list needs a 'name:' (or write agents: as a mapping "
@@ -504,7 +532,7 @@ def _without_name(key: str, value: Any, root: yaml.Node, display: str) -> Any:
     """An agent of the mapping form may repeat its key as ``name:``, nothing else."""
     if isinstance(value, dict) and "name" in value:
         if value["name"] != key:
-            line = _loader._line(_loader._node_at(root, ("agents", key, "name")))
+            line = loader.node_line(loader.node_at(root, ("agents", key, "name")))
             raise SpecError(
                 f"agent {key!r} has name: {value['name']!r}; the key is the agent's name "
                 "(remove 'name:')",
@@ -520,17 +548,17 @@ def _system_error(
     """One SpecError for all of pydantic's errors (the first by line, the others listed)."""
     found: list[tuple[int, str]] = []
     for error in exc.errors(include_url=False):
-        loc = _loader._error_loc(error)
+        loc = loader.error_loc(error)
         file_loc = loc
         if len(loc) >= 2 and loc[0] == "agents" and loc[1] in agent_index:
             file_loc = ("agents", agent_index[str(loc[1])], *loc[2:])
-        line = _loader._line(_loader._node_at(root, file_loc))
+        line = loader.node_line(loader.node_at(root, file_loc))
         if error["type"] == "extra_forbidden":
             message = _unknown_key(str(loc[-1]), loc[:-1], root, file_loc[:-1])
         elif AT_KEY in (error.get("ctx") or {}):  # a cross-reference: the message says where
             message = error["msg"]
         else:
-            message = _loader._error_message(error, loc, SystemSpec, root)
+            message = loader.error_message(error, loc, SystemSpec, root)
         found.append((line, message))
     found.sort(key=lambda item: item[0])
     (line, message), rest = found[0], found[1:]
@@ -541,7 +569,7 @@ def _system_error(
 
 def _unknown_key(key: str, parent: Loc, root: yaml.Node, file_parent: Loc) -> str:
     known = _known_keys(parent, root, file_parent)
-    where = f" in {_loader._format_loc(parent)}" if parent else ""
+    where = f" in {loader.format_loc(parent)}" if parent else ""
     message = f"unknown key {key!r}{where}"
     close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
     if close:
@@ -551,14 +579,14 @@ def _unknown_key(key: str, parent: Loc, root: yaml.Node, file_parent: Loc) -> st
 
 def _known_keys(parent: Loc, root: yaml.Node, file_parent: Loc) -> list[str]:
     if len(parent) >= 2 and parent[0] == "flows":
-        keys = _loader._keys_at(root, file_parent[:2])
+        keys = loader.keys_at(root, file_parent[:2])
         kind = FLOW_KINDS.get(_type_at(root, file_parent[:2]) or "")
         if kind is None:
             return ["type"] if "type" not in keys else []
-        return _loader._known_keys(parent[2:], kind, None)
+        return loader.known_keys(parent[2:], kind, None)
     if len(parent) >= 2 and parent[0] == "agents":
-        return [k for k in _loader._known_keys(parent[2:], AgentDef, None) if k != "source"]
-    return [k for k in _loader._known_keys(parent, SystemSpec, root) if k != "source"]
+        return [k for k in loader.known_keys(parent[2:], AgentDef, None) if k != "source"]
+    return [k for k in loader.known_keys(parent, SystemSpec, root) if k != "source"]
 
 
 def _type_at(root: yaml.Node, loc: Loc) -> str | None:

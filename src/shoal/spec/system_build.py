@@ -2,9 +2,10 @@
 
 Order: models are built on first use and shared by name (one :class:`~shoal.models.Model` per
 ``models:`` entry and per reference); agents are built so that an agent's ``delegates`` exist
-before it (the spec refuses cycles); flows are built members first. Tools, guards and function
-references are imported with the system file's directory first on ``sys.path``; a failure is a
-:class:`~shoal.exceptions.SpecError` at the line of the entry.
+before it (the spec refuses cycles); flows are built members first. Tools, guards, function
+references and routes' ``arguments:`` functions are imported with the system file's directory
+first on ``sys.path``; a failure is a :class:`~shoal.exceptions.SpecError` at the line of the
+entry.
 
 A :class:`System` runs its entry, or any agent or flow by name, on one thread store. The name
 of the agent or flow that ran on a thread is kept in the thread's metadata under
@@ -15,7 +16,7 @@ of the agent or flow that ran on a thread is kept in the thread's metadata under
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from shoal.agent import APPROVAL_KEY, Agent
 from shoal.exceptions import ApprovalError, SpecError, UserError
@@ -40,8 +41,9 @@ from shoal.orchestration import (
 )
 from shoal.orchestration.base import run_sync
 from shoal.orchestration.critic import CRITIC_INSTRUCTIONS
-from shoal.spec.models import Resolve, _Builder
-from shoal.spec.schema import AgentSpec, Loc, ToolSpec, _import_attribute, _on_sys_path
+from shoal.spec.flow_defs import is_function_ref
+from shoal.spec.models import ModelBuilder, Resolve
+from shoal.spec.schema import AgentSpec, Loc, build_routes, import_attribute, on_sys_path
 from shoal.spec.system import (
     AgentDef,
     ChainFlow,
@@ -63,6 +65,7 @@ __all__ = ["SYSTEM_KEY", "System", "approval_decisions", "build_system", "pendin
 SYSTEM_KEY = "shoal.system"
 
 Member = Agent[Any] | Flow
+_M = TypeVar("_M")
 
 
 class System:
@@ -284,7 +287,7 @@ class _SystemBuilder:
         self.store = store
         self.resolve = resolve
         self.given = dict(models)
-        self.entries = _Builder(spec.models, resolve, spec.location)
+        self.entries = ModelBuilder(spec.models, resolve, spec.location)
         self.references: dict[str, Model] = {}
         self.agents: dict[str, Agent[Any]] = {}
         self.flows: dict[str, Flow] = {}
@@ -350,6 +353,10 @@ class _SystemBuilder:
                 )
             )
         guards = [*shared, *self._guards(definition.guards, ("agents", name, "guards"))]
+        with on_sys_path(spec.source.parent):
+            routes = build_routes(
+                definition.routes, tools, lambda loc: spec.location(("agents", name, *loc))
+            )
         try:
             return Agent(
                 name,
@@ -360,6 +367,7 @@ class _SystemBuilder:
                 settings=definition.settings,
                 tool_choice=definition.tool_choice,
                 tool_strategy=definition.tool_strategy,
+                routes=routes,
                 max_steps=definition.max_steps,
                 retries=definition.retries,
                 store=self.store,
@@ -401,10 +409,10 @@ class _SystemBuilder:
 
     def _guards(self, entries: Sequence[GuardSpec], loc: Loc) -> list[Guard]:
         guards: list[Guard] = []
-        with _on_sys_path(self.spec.source.parent):
+        with on_sys_path(self.spec.source.parent):
             for index, entry in enumerate(entries):
                 where = self.spec.location((*loc, index))
-                target: Any = _import_attribute(ToolSpec(ref=entry.ref), where)
+                target: Any = import_attribute(entry.ref, where)
                 if isinstance(target, Guard):
                     if entry.options:
                         raise SpecError(
@@ -431,10 +439,15 @@ class _SystemBuilder:
                 guards.append(made)
         return guards
 
-    def _function(self, ref: str, loc: Loc) -> Callable[..., Any]:
-        where = self.spec.location(loc)
-        with _on_sys_path(self.spec.source.parent):
-            return _import_attribute(ToolSpec(ref=ref), where)
+    def _function_or(
+        self, value: str, loc: Loc, member: Callable[[str], _M]
+    ) -> _M | Callable[..., Any]:
+        """A place that takes a ``module:function`` or a name: the function, imported (errors
+        at ``loc``), or what ``member`` gives for the name."""
+        if not is_function_ref(value):
+            return member(value)
+        with on_sys_path(self.spec.source.parent):
+            return import_attribute(value, self.spec.location(loc))
 
     # -- flows ----------------------------------------------------------------------------
 
@@ -495,17 +508,15 @@ class _SystemBuilder:
             )
         if isinstance(definition, PipelineFlow):
             steps: list[Member | Callable[[str], Any]] = [
-                self._function(step, (*where, "steps", i)) if ":" in step else self._member(step)
+                self._function_or(step, (*where, "steps", i), self._member)
                 for i, step in enumerate(definition.steps)
             ]
             return Pipeline(name, steps, store=self.store, description=definition.description)
         if isinstance(definition, FanoutFlow):
             combine: Agent[Any] | Callable[[Sequence[FlowResult]], str] | None = None
             if definition.combine is not None:
-                combine = (
-                    self._function(definition.combine, (*where, "combine"))
-                    if ":" in definition.combine
-                    else self.agents[definition.combine]
+                combine = self._function_or(
+                    definition.combine, (*where, "combine"), self.agents.__getitem__
                 )
             return FanOut(
                 name,
@@ -527,10 +538,8 @@ class _SystemBuilder:
         if isinstance(definition, ChainFlow):
             chain_steps = []
             for i, step in enumerate(definition.steps):
-                runner: Agent[Any] | Callable[[dict[str, Any]], Any] = (
-                    self._function(step.agent, (*where, "steps", i, "agent"))
-                    if ":" in step.agent
-                    else self.agents[step.agent]
+                runner: Agent[Any] | Callable[[dict[str, Any]], Any] = self._function_or(
+                    step.agent, (*where, "steps", i, "agent"), self.agents.__getitem__
                 )
                 chain_steps.append(
                     Step(
@@ -562,6 +571,7 @@ def _as_critic(agent: Agent[Any]) -> Agent[Any]:
         settings=agent.settings,
         tool_choice=agent.tool_choice,
         tool_strategy=agent.tool_strategy,
+        routes=agent.routes,
         max_steps=agent.max_steps,
         retries=agent.retries,
         store=agent.store,

@@ -7,8 +7,6 @@ the results).
 
 from __future__ import annotations
 
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,39 +16,8 @@ from fastapi.testclient import TestClient
 
 from shoal.exceptions import UserError
 from shoal.models import Model, TestModel
+from tests.unit._systems import tools_module, write_system
 from tests.unit.server.conftest import WEATHER_TOOL, MakeClient
-
-TOOLS = '''\
-from shoal.tools import tool
-
-
-def lookup_order(order_id: str) -> dict:
-    """Look up an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return {"order_id": order_id, "status": "shipped"}
-
-
-def refund(order_id: str) -> str:
-    """Refund an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return f"refunded {order_id}"
-
-
-@tool(requires_approval=True)
-def delete_account(customer_id: str) -> str:
-    """Delete an account.
-
-    Args:
-        customer_id: The customer.
-    """
-    return f"deleted {customer_id}"
-'''
 
 SYSTEM = """\
 name: shop
@@ -83,10 +50,8 @@ entry: triage
 
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[str]:
-    name = f"server_system_tools_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(TOOLS, encoding="utf-8")
-    yield name
-    sys.modules.pop(name, None)
+    with tools_module(tmp_path, "server_system_tools") as name:
+        yield name
 
 
 def scripted() -> dict[str, Model]:
@@ -98,9 +63,7 @@ def scripted() -> dict[str, Model]:
 
 @pytest.fixture
 def system_path(tmp_path: Path, tools: str) -> Path:
-    path = tmp_path / "system.yaml"
-    path.write_text(SYSTEM.replace("{m}", tools), encoding="utf-8")
-    return path
+    return write_system(tmp_path, SYSTEM, tools)
 
 
 @pytest.fixture
