@@ -39,6 +39,7 @@ from shoal.models import (
     resolve_model,
     sample_from_schema,
 )
+from shoal.models.profiles import for_size, parameters_from_label
 from shoal.models.registry import PackagedModel
 from shoal.settings import ModelSettings
 from shoal.tools import tool
@@ -275,6 +276,42 @@ def test_family_details() -> None:
     others = {f: p for f, p in FAMILY_PROFILES.items() if f not in ("smollm2", "qwen2")}
     assert all(p.tool_selection == "model" for p in others.values())
     assert all(p.argument_selection == "model" for p in others.values())
+
+
+@pytest.mark.parametrize(
+    ("label", "style"),
+    [("0.5B", "context"), ("1B", "context"), ("1.5B", "hermes"), ("7B", "hermes"), ("", "hermes")],
+)
+def test_qwen_under_1b_parameters_reads_tool_results_as_information(label: str, style: str) -> None:
+    metadata = {"general.architecture": "qwen2", "general.size_label": label}
+    profile = profile_from_gguf_metadata(metadata)
+    assert profile.family == "qwen2"
+    assert profile.tool_result_style == style
+    assert profile.tool_selection == "gated"  # the rest of the family's profile is kept
+
+
+@pytest.mark.parametrize(
+    ("text", "parameters"),
+    [
+        ("0.5B", 0.5e9),
+        ("135M", 135e6),
+        ("qwen2.5:0.5b", 0.5e9),
+        ("qwen2.5-coder-1.5b-instruct", 1.5e9),
+        ("Qwen2.5-Coder-0.5B-Instruct", 0.5e9),
+        ("llama3.1:8b-instruct-q4_K_M", 8e9),
+        ("8x7B", 56e9),
+        ("gpt-4o-mini", None),
+        ("Q4_K_M", None),
+    ],
+)
+def test_parameters_from_a_size_label_or_model_id(text: str, parameters: float | None) -> None:
+    assert parameters_from_label(text) == parameters
+
+
+def test_small_model_changes_apply_only_to_their_family() -> None:
+    assert for_size(FAMILY_PROFILES["llama3"], 0.5e9) == FAMILY_PROFILES["llama3"]
+    assert for_size(FAMILY_PROFILES["qwen2"], None) == FAMILY_PROFILES["qwen2"]
+    assert for_size(FAMILY_PROFILES["qwen2"], 0.5e9).tool_result_style == "context"
 
 
 def test_unnamed_chatml_model() -> None:

@@ -233,9 +233,16 @@ async def test_grammar_for_an_answer_schema_and_for_tools_that_cannot_be_called(
     no_call = ModelRequestParameters(tools=(WEATHER,), tool_choice="none")
     text = await model.request(QUESTION, no_call)
     assert server.body(1)["grammar"] == NO_CALL_GRAMMAR
-    assert "<tools>" in server.body(1)["messages"][0]["content"]  # still described
+    # a Qwen model under 1B parameters shows tool results as plain information ("context"):
+    # tools that cannot be called are not described
+    assert model.profile.tool_result_style == "context"
+    assert "<tools>" not in server.body(1)["messages"][0]["content"]
     assert text.text == "It is sunny."
     assert text.tool_calls == ()
+    other = Server(completion("It is sunny."))
+    hermes = make(other, LLAMA_SERVER, profile=model.profile.replace(tool_result_style="hermes"))
+    await hermes.request(QUESTION, no_call)
+    assert "<tools>" in other.body(0)["messages"][0]["content"]  # described, though not callable
 
 
 async def test_native_tools_with_tool_choice_and_native_history(make: Any) -> None:
@@ -317,7 +324,7 @@ async def test_prompt_mode_describes_tools_and_parses_calls_from_text(make: Any)
     server = Server(
         completion('```json\n{"name": "get_weather", "arguments": {"city": "Oslo"}}\n```')
     )
-    model = make(server, PLAIN)
+    model = make(server, PLAIN, model="qwen2.5-7b-instruct")  # hermes turns (not a <1B model)
     call = ToolCall(id="call_1", name="get_weather", arguments={"city": "Rome"})
     history: list[Message] = [
         *QUESTION,

@@ -82,7 +82,12 @@ from shoal.models.base import (
 from shoal.models.capabilities import Capabilities, assumed_capabilities, probe_and_cache
 from shoal.models.grammars import grammar_for
 from shoal.models.guard import check_model_requests_allowed
-from shoal.models.profiles import FAMILY_PROFILES, ModelProfile
+from shoal.models.profiles import (
+    FAMILY_PROFILES,
+    ModelProfile,
+    for_size,
+    parameters_from_label,
+)
 from shoal.models.prompt import request_turns
 from shoal.settings import merge_settings
 from shoal.toolcalls import NO_CALL_GRAMMAR, ParsedOutput, TextStreamSplitter, parse_model_output
@@ -191,9 +196,9 @@ class OpenAICompatModel(Model):
         self.notes: list[str] = []
         self._caps = capabilities
         self._profile_override = profile
-        self._base_profile = FAMILY_PROFILES[family_for_model_id(model)].replace(
-            supports_grammar=True
-        )
+        self._base_profile = for_size(
+            FAMILY_PROFILES[family_for_model_id(model)], parameters_from_label(model)
+        ).replace(supports_grammar=True)
         self._transport = transport
         self._http: httpx.AsyncClient | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
