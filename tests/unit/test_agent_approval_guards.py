@@ -255,6 +255,34 @@ async def test_approval_survives_a_restart_of_the_store(tmp_path: Any) -> None:
         assert [m.role for m in messages] == ["user", "assistant", "tool", "assistant"]
 
 
+def run_roles(trace: Any) -> list[str | None]:
+    return [e.data["role"] for e in trace if e.kind == "run"]
+
+
+async def test_a_resumed_run_keeps_the_role_it_started_with_unless_given_one() -> None:
+    guard = ToolPermissionGuard({"clerk": ["delete_account", "lookup_order"]})
+    script = Script(call("delete_account", email="x@y.z"), "Deleted.")
+    agent = Agent("a", script.model, tools=[delete_account, lookup_order], guards=[guard])
+    paused = await agent.run("delete x@y.z", role="clerk")
+    assert paused.stop_reason == "approval"
+    assert paused.thread_id is not None
+    record = await pending_approval(agent.store, paused.thread_id)
+    assert record is not None
+    assert record["role"] == "clerk"
+
+    done = await agent.resume(paused.thread_id)  # approved by whoever: still the clerk's run
+
+    assert ran == ["delete_account x@y.z"]
+    assert run_roles(done.trace) == ["clerk"]
+    assert [t.name for t in script.asked[1][1].tools] == ["delete_account", "lookup_order"]
+
+    script.queue[:] = [call("delete_account", email="a@b.c"), "Not allowed."]
+    again = await agent.run("delete a@b.c", role="clerk")
+    assert again.thread_id is not None
+    overridden = await agent.resume(again.thread_id, role="viewer")
+    assert run_roles(overridden.trace) == ["viewer"]
+
+
 async def test_an_approved_external_tool_becomes_a_pending_call() -> None:
     ext = Tool.external(
         "send_mail", parameters={"properties": {"to": {"type": "string"}}}, requires_approval=True

@@ -454,6 +454,70 @@ async def test_agent_tool_sub_run_nests_under_the_tool_call_span() -> None:
     assert sub_run.parent_id == call_span.span_id
 
 
+async def test_agent_tool_runs_the_sub_agent_in_the_callers_role() -> None:
+    from shoal import tool
+    from shoal.agent import current_role
+    from shoal.guards import ToolPermissionGuard
+    from shoal.observability import TraceEvent, add_sink, remove_sink
+
+    seen: list[str | None] = []
+
+    @tool
+    def wipe(disk: str) -> str:
+        """Wipe a disk."""
+        seen.append(current_role())
+        return "wiped"
+
+    guard = ToolPermissionGuard({"admin": ["wipe", "helper"], "guest": ["helper"]})
+
+    def front() -> Agent[Any]:
+        helper = Agent(
+            "helper",
+            scripted(ToolCall(name="wipe", arguments={"disk": "d"}), "done"),
+            tools=[wipe],
+            guards=[guard],
+        )
+        return Agent(
+            "front",
+            scripted(ToolCall(name="helper", arguments={"task": "wipe d"}), "ok"),
+            tools=[agent_tool(helper)],
+            guards=[guard],
+        )
+
+    parent = front()
+
+    events: list[TraceEvent] = []
+
+    class Collect:
+        def start(self, event: TraceEvent) -> None:
+            pass
+
+        def end(self, event: TraceEvent) -> None:
+            events.append(event)
+
+        def emit(self, event: TraceEvent) -> None:
+            events.append(event)
+
+    sink = Collect()
+    add_sink(sink)
+    try:
+        await parent.run("wipe d", role="guest")
+    finally:
+        remove_sink(sink)
+
+    # the delegate runs as the guest: its wipe call is blocked, not run
+    (sub_run,) = [e for e in events if e.kind == "run" and e.agent == "helper"]
+    assert sub_run.data["role"] == "guest"
+    assert seen == []
+    assert any(
+        e.kind == "guard" and e.agent == "helper" and e.data["action"] == "block" for e in events
+    )
+
+    await front().run("wipe d", role="admin")
+    assert seen == ["admin"]  # a tool reads its run's role
+    assert current_role() is None  # outside a tool call
+
+
 async def test_agent_tool_sub_agent_needing_approval_is_an_error_the_model_reads() -> None:
     from shoal import tool
 

@@ -67,6 +67,39 @@ def kinds(result: FlowResult, kind: str) -> list[dict[str, Any]]:
     return [e.data for e in result.trace if e.kind == kind]
 
 
+# -- roles ------------------------------------------------------------------------------------
+
+
+def run_roles(result: FlowResult) -> list[str | None]:
+    return [e.data["role"] for e in result.trace if e.kind == "run"]
+
+
+async def test_a_resumed_flow_goes_on_in_the_role_it_started_with() -> None:
+    agent, _ = refunder()
+    after = Agent("after", scripted("Noted."))
+    flow = Pipeline("desk", [agent, after])
+    paused = await flow.run("refund A1", role="clerk")
+    assert paused.stop_reason == "approval"
+    assert paused.thread_id is not None
+
+    done = await flow.resume(paused.thread_id)
+
+    assert done.stop_reason == "final"
+    # the paused member and the step after it both run as the clerk
+    assert run_roles(done) == ["clerk", "clerk"]
+
+
+async def test_an_explicit_role_on_resume_replaces_the_stored_one() -> None:
+    agent, _ = refunder()
+    flow = Pipeline("desk", [agent])
+    paused = await flow.run("refund A1", role="clerk")
+    assert paused.thread_id is not None
+
+    done = await flow.resume(paused.thread_id, role="auditor")
+
+    assert run_roles(done) == ["auditor"]
+
+
 # -- Team: handoffs that need approval ---------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from shoal.agent.approval import (
     check_decisions,
     pending_approval,
 )
+from shoal.agent.calls import current_role
 from shoal.agent.result import (
     ApprovalEvent,
     FinalEvent,
@@ -38,5 +39,6 @@ __all__ = [
     "calls_from_json",
     "calls_to_json",
     "check_decisions",
+    "current_role",
     "pending_approval",
 ]

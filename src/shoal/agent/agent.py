@@ -25,6 +25,7 @@ from shoal.agent.approval import (
     pending_approval,
     pending_calls,
     save_pending,
+    stored_role,
 )
 from shoal.agent.loop import TOOL_STRATEGIES, Run
 from shoal.agent.result import FinalEvent, RunEvent, RunResult
@@ -283,7 +284,8 @@ class Agent(Generic[OutputT]):
         ``approve``: True or False for every waiting call, or ``{call_id: bool}`` naming each
         one. Approved calls run (an approved external tool becomes a pending call for the
         caller); rejected ones answer the model ``Error: the call was rejected by a person``
-        with ``reason``. Then the run goes on, with a fresh step budget.
+        with ``reason``. Then the run goes on, with a fresh step budget, in the role the run
+        started with (kept in the thread), or in ``role`` when given.
         """
         return await _drain(
             self.resume_stream(thread, approve=approve, reason=reason, settings=settings, role=role)
@@ -322,6 +324,8 @@ class Agent(Generic[OutputT]):
             )
         calls = pending_calls(record)
         decisions = decide(calls, approve)
+        if role is None:
+            role = stored_role(record)  # the run goes on in the role it started with
         await clear_pending(self.store, thread_id)
         past = await self.store.get_messages(thread_id)
         run = Run(self, past, None, settings, self.tool_choice, role=role, thread_id=thread_id)
@@ -343,11 +347,13 @@ class Agent(Generic[OutputT]):
                     if keep_history and past:
                         await self.store.append_messages(thread_id, past)
                 if thread_id is not None:
-                    result = await self._store_run(result, thread_id)
+                    result = await self._store_run(result, thread_id, run.guard_context.role)
                 event = FinalEvent(result)
             yield event
 
-    async def _store_run(self, result: RunResult[Any], thread_id: str) -> RunResult[Any]:
+    async def _store_run(
+        self, result: RunResult[Any], thread_id: str, role: str | None
+    ) -> RunResult[Any]:
         await self.store.append_messages(thread_id, result.new_messages)
         trace = [dataclasses.replace(e, thread_id=thread_id) for e in result.trace]
         await self.store.append_trace(thread_id, [e.to_json() for e in trace])
@@ -357,6 +363,7 @@ class Agent(Generic[OutputT]):
                 thread_id,
                 agent=self.name,
                 run_id=result.run_id,
+                role=role,
                 calls=result.pending_approvals,
             )
         return dataclasses.replace(result, thread_id=thread_id, trace=trace)

@@ -6,12 +6,14 @@ with ``stop_reason == "approval"``. Its messages are in the thread (the assistan
 calls, and the results of any calls of that turn that did run), and the thread's metadata holds,
 under :data:`APPROVAL_KEY`::
 
-    {"agent": "support", "run_id": "run_...", "calls": [{"id", "name", "arguments"}, ...]}
+    {"agent": "support", "run_id": "run_...", "role": "clerk" | None,
+     "calls": [{"id", "name", "arguments"}, ...]}
 
 so that any process with the thread store (Python, ``shoal approve``, the HTTP server) can find
-which agent to resume and what is waiting. :meth:`Agent.resume <shoal.agent.Agent.resume>` runs
-the approved calls, answers the rejected ones with an error the model reads, clears the record
-and goes on with the run.
+which agent to resume and what is waiting. :meth:`Agent.resume <shoal.agent.Agent.resume>`
+runs the approved calls, answers the rejected ones with an error the model reads, clears the
+record and goes on with the run, in the role it started with (the approver approves the waiting
+calls, not a change of role) unless ``resume`` is given a role.
 """
 
 from __future__ import annotations
@@ -43,12 +45,19 @@ async def pending_approval(store: ThreadStore, thread_id: str) -> dict[str, Any]
 
 
 async def save_pending(
-    store: ThreadStore, thread_id: str, *, agent: str, run_id: str, calls: Sequence[ToolCall]
+    store: ThreadStore,
+    thread_id: str,
+    *,
+    agent: str,
+    run_id: str,
+    role: str | None,
+    calls: Sequence[ToolCall],
 ) -> None:
     thread = await store.get_thread(thread_id)
     record = {
         "agent": agent,
         "run_id": run_id,
+        "role": role,
         "calls": calls_to_json(calls),
     }
     await store.update_thread(thread_id, metadata={**thread.metadata, APPROVAL_KEY: record})
@@ -75,6 +84,12 @@ def calls_from_json(data: Any) -> list[ToolCall]:
 
 def pending_calls(record: Mapping[str, Any]) -> list[ToolCall]:
     return calls_from_json(record.get("calls"))
+
+
+def stored_role(record: Mapping[str, Any]) -> str | None:
+    """The role the paused run had (None: none, or a record from before roles were kept)."""
+    role = record.get("role")
+    return role if isinstance(role, str) else None
 
 
 def check_decisions(approve: bool | Mapping[str, bool], calls: Sequence[ToolCall]) -> None:

@@ -31,6 +31,7 @@ declared methods and overrides nothing else.
 
 from __future__ import annotations
 
+import contextvars
 import json
 import time
 from abc import ABC, abstractmethod
@@ -60,7 +61,20 @@ from shoal.tools import Tool, format_tool_result
 if TYPE_CHECKING:
     from shoal.agent.agent import Agent
 
-__all__ = ["MAX_TOOL_RESULT_CHARS", "ToolCallsMixin", "preview"]
+__all__ = ["MAX_TOOL_RESULT_CHARS", "ToolCallsMixin", "current_role", "preview"]
+
+#: the role of the run whose tool is executing in this context (see :func:`current_role`)
+_CALLER_ROLE: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "shoal_caller_role", default=None
+)
+
+
+def current_role() -> str | None:
+    """The role of the run whose tool is executing now (None outside a tool call, or for a run
+    without a role). A tool that runs another agent passes it on (:func:`~shoal.orchestration.
+    agent_tool` does), so a delegate never gets more tools than its caller's role allows."""
+    return _CALLER_ROLE.get()
+
 
 _OUTCOMES: dict[type[ToolError], str] = {
     UnknownToolError: "invalid",
@@ -222,7 +236,11 @@ class ToolCallsMixin(ABC):
                 yield ToolCallEvent(checked, step)
                 return
             yield ToolCallEvent(call, step)
-            value = await tool.call(arguments)
+            token = _CALLER_ROLE.set(self.guard_context.role)
+            try:
+                value = await tool.call(arguments)
+            finally:
+                _CALLER_ROLE.reset(token)
         except ToolError as exc:
             if isinstance(exc, UnknownToolError | ToolArgumentsError):
                 self._withhold_arguments(call)

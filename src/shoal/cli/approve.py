@@ -8,9 +8,8 @@ calls run, rejected ones are answered ``the call was rejected by a person: REASO
 run continues to its answer (or to the next pause: exit code 20 again).
 
 ``--call ID`` (repeatable) gives the decision to the named calls only; every other waiting call
-gets the opposite one, so nothing runs that a person did not approve by name. ``--role``: the
-run goes on in that role (the role is not stored with the paused run; ``shoal run --role``
-prints the command with it).
+gets the opposite one, so nothing runs that a person did not approve by name. The run goes on in
+the role it started with (kept with the paused run); ``--role`` replaces it.
 """
 
 from __future__ import annotations
@@ -107,7 +106,7 @@ def approve(
                 result = await show_events(events, as_json, click.echo)
         finally:
             await target.store.close()
-        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db, role=role)
+        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db)
 
     asyncio.run(go())
 

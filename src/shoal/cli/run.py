@@ -269,13 +269,12 @@ def show_flow_result(result: FlowResult, echo: Callable[..., None]) -> None:
         echo(result.text)
 
 
-def continue_command(path: str, thread_id: str, db: Path | None, role: str | None = None) -> str:
-    """The ``shoal approve`` command that goes on with a paused run (in the same role)."""
+def continue_command(path: str, thread_id: str, db: Path | None) -> str:
+    """The ``shoal approve`` command that goes on with a paused run (the run's role is kept
+    with it in the thread)."""
     words = ["shoal", "approve", path, thread_id]
     if db is not None:
         words += ["--db", str(db)]
-    if role is not None:
-        words += ["--role", role]
     return " ".join(shlex.quote(word) for word in words)
 
 
@@ -311,11 +310,10 @@ def report(
     as_json: bool,
     show_trace: bool,
     db: Path | None,
-    role: str | None = None,
 ) -> None:
     """Print a finished (or paused) run of either kind; raise the pause's exit code."""
     paused = result.stop_reason == "approval"
-    command = continue_command(target.path, thread_id, db, role)
+    command = continue_command(target.path, thread_id, db)
     if as_json:
         body = (
             flow_result_to_json(result)
@@ -414,7 +412,7 @@ def run(
                 )
         finally:
             await target.store.close()
-        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db, role=role)
+        report(target, result, thread_id, as_json=as_json, show_trace=show_trace, db=db)
 
     asyncio.run(go())
 

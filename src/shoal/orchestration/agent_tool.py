@@ -9,6 +9,9 @@ agents as one tree; when the calling agent runs as part of a flow (or through
 :func:`~shoal.orchestration.as_flow`), the sub-run's events are also in the flow's
 :class:`~shoal.orchestration.FlowResult` trace and stored with its thread.
 
+The sub-agent runs in the caller's role (:func:`~shoal.agent.current_role`; with none, its own
+``role``), so its guards allow it no tool the caller's role could not use.
+
 A sub-agent cannot pause for approval or hand external calls back: nobody could answer them
 from inside a tool call. Such a run is an error the calling model reads (and the caller's
 own tools can require approval instead).
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from shoal.agent import Agent
+from shoal.agent import Agent, current_role
 from shoal.orchestration.base import collect, describe, output_text
 from shoal.tools import Tool
 
@@ -45,7 +48,7 @@ def agent_tool(
             task: What to ask, complete in itself: the other agent does not see this
                 conversation.
         """
-        result = await agent.run(task)
+        result = await agent.run(task, role=current_role())  # the caller's role, not more
         collect(result.trace)
         if result.stop_reason == "approval":
             waiting = ", ".join(c.name for c in result.pending_approvals)

@@ -297,24 +297,34 @@ class StatelessFlow(FlowBase):
         result = await run.execute(
             lambda: self.begin(run, text, role), entry=self.entry(), message=text
         )
-        return await self._settle(run, result, text, new_message)
+        return await self._settle(run, result, text, new_message, role)
 
     async def _resume(self, thread: str, decision: Resumption) -> FlowResult:
         state = await read_state(self.store, thread, self.name)
         if state is None:
             raise ApprovalError(f"{self.name}: nothing is waiting for approval in {thread}")
         check_decisions(decision.approve, calls_from_json(state.get("waiting")))
+        if decision.role is None:
+            # the flow goes on in the role it started with, not the approver's
+            stored = state.get("role")
+            decision = dataclasses.replace(
+                decision, role=stored if isinstance(stored, str) else None
+            )
         await write_state(self.store, thread, self.name, None)
         run = FlowRun(self, thread)
         result = await run.execute(
             lambda: self.carry_on(run, state, decision), entry=self.entry(), message=None
         )
         return await self._settle(
-            run, result, str(state.get("input", "")), bool(state.get("new_message"))
+            run,
+            result,
+            str(state.get("input", "")),
+            bool(state.get("new_message")),
+            decision.role,
         )
 
     async def _settle(
-        self, run: FlowRun, result: FlowResult, text: str, new_message: bool
+        self, run: FlowRun, result: FlowResult, text: str, new_message: bool, role: str | None
     ) -> FlowResult:
         """Store a pause's position, or append the exchange to the thread when it is done."""
         thread_id = run.thread_id
@@ -323,6 +333,7 @@ class StatelessFlow(FlowBase):
             state.update(
                 input=text,
                 new_message=new_message,
+                role=role,
                 waiting=calls_to_json(result.pending_approvals),
             )
             if thread_id is None:

@@ -15,7 +15,8 @@ metadata, so any later request (after a restart too) can continue it:
 
 Which run continues: the system recorded in the thread (``shoal.system`` metadata, written by
 :class:`~shoal.spec.System`) resumes its flow; otherwise the hosted agent named by the paused
-run's record (``shoal.approval``) resumes. An agent that is not hosted here is a 409.
+run's record (``shoal.approval``) resumes. An agent that is not hosted here is a 409. The run
+goes on in the role it started with (kept with the paused run), whatever the approver's key.
 
 ``GET /v1/threads/{id}/trace`` returns the thread's stored trace events, in order.
 """
@@ -30,7 +31,6 @@ from pydantic import BaseModel, ConfigDict
 from shoal.agent import APPROVAL_KEY
 from shoal.messages import ToolCall
 from shoal.models.wire import call_json
-from shoal.server.auth import caller_role
 from shoal.server.convert import now
 from shoal.server.errors import ApiError
 from shoal.server.state import HostedSystem, ServerState
@@ -115,7 +115,6 @@ async def post_approval(thread_id: str, body: ApprovalIn, request: Request) -> d
     started = now()
     paused = await _paused(state, thread_id)
     decided = approval_decisions(paused.calls, approve=body.approve, calls=body.call_ids or ())
-    role = caller_role(request)  # the approver's, as the run goes on in the approver's name
     if paused.hosted is not None:
         result = await state.resume_flow(
             paused.hosted,
@@ -123,7 +122,6 @@ async def post_approval(thread_id: str, body: ApprovalIn, request: Request) -> d
             approve=decided,
             reason=body.reason,
             member=paused.flow,
-            role=role,
             disconnected=request.is_disconnected,
         )
         name = paused.flow or paused.hosted.system.name
@@ -146,7 +144,6 @@ async def post_approval(thread_id: str, body: ApprovalIn, request: Request) -> d
         thread_id,
         approve=decided,
         reason=body.reason,
-        role=role,
         disconnected=request.is_disconnected,
     )
     return run_object(
