@@ -348,7 +348,11 @@ def markdown(report: dict[str, Any]) -> list[str]:
             "- *tiny*: no rules; `smollm2-135m` picks one route under an enum constraint, shown "
             "each route's description.",
             "- *both*: rules first, the tiny classifier for the rest (the system as shipped).",
-            "- *qwen*: `qwen2.5-coder-0.5b` as the classifier, no rules (reference).",
+            *(
+                ["- *qwen*: `qwen2.5-coder-0.5b` as the classifier, no rules (reference)."]
+                if "qwen" in routing["summary"]
+                else []
+            ),
             "- *mean classification*: mean time of `Router.choose` for the requests the "
             "classifier decided (a rule's decision takes microseconds).",
             "",
