@@ -1,6 +1,6 @@
-"""A temporary system file and its tools module, for the tests of ``shoal run SYSTEM`` and of
-``shoal serve --system`` (each test file keeps its own ``SYSTEM`` text; ``{m}`` in it stands for
-the tools module's name)."""
+"""A temporary tools module and system file, for the tests of system files, routes, roles,
+``shoal run SYSTEM`` and ``shoal serve --system`` (each test file keeps its own ``SYSTEM`` text;
+``{m}`` in it stands for the tools module's name)."""
 
 from __future__ import annotations
 
@@ -47,11 +47,13 @@ def delete_account(customer_id: str) -> str:
 
 
 @contextmanager
-def tools_module(directory: Path, prefix: str) -> Iterator[str]:
-    """:data:`TOOLS` written to ``directory`` under a name no other test uses (yielded); the
-    module is forgotten afterwards so that the next test imports its own file."""
+def tools_module(directory: Path, prefix: str, extra: str = "") -> Iterator[str]:
+    """:data:`TOOLS`, followed by the test's own ``extra`` source, written to ``directory`` under
+    a name no other test uses (yielded); the module is forgotten afterwards so that the next test
+    imports its own file."""
     name = f"{prefix}_{uuid.uuid4().hex[:12]}"
-    (directory / f"{name}.py").write_text(TOOLS, encoding="utf-8")
+    text = TOOLS + (f"\n\n{extra}" if extra else "")
+    (directory / f"{name}.py").write_text(text, encoding="utf-8")
     try:
         yield name
     finally:

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,40 +20,9 @@ from click.testing import CliRunner
 from shoal.cli.main import cli, main
 from shoal.cli.run import APPROVAL_EXIT_CODE
 from shoal.exceptions import CLI_EXIT_CODES, UserError
+from tests.unit._systems import tools_module, write_system
 
 THREAD_LINE = re.compile(r"^\[thread (thread_\w+)\]$", re.MULTILINE)
-
-TOOLS = '''\
-from shoal.tools import tool
-
-
-def lookup_order(order_id: str) -> str:
-    """Look up an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return f"order {order_id} shipped"
-
-
-def refund(order_id: str) -> str:
-    """Refund an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return f"refunded {order_id}"
-
-
-@tool(requires_approval=True)
-def close_account(customer_id: str) -> str:
-    """Close a customer's account.
-
-    Args:
-        customer_id: The customer.
-    """
-    return f"closed {customer_id}"
-'''
 
 SYSTEM = """\
 name: shop
@@ -83,24 +50,20 @@ def _shoal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[str]:
-    name = f"cli_role_tools_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(TOOLS, encoding="utf-8")
-    yield name
-    sys.modules.pop(name, None)
+    with tools_module(tmp_path, "cli_role_tools") as name:
+        yield name
 
 
 @pytest.fixture
 def system(tmp_path: Path, tools: str) -> Path:
-    path = tmp_path / "system.yaml"
-    path.write_text(SYSTEM.replace("{m}", tools), encoding="utf-8")
-    return path
+    return write_system(tmp_path, SYSTEM, tools)
 
 
 @pytest.fixture
 def spec(tmp_path: Path, tools: str) -> Path:
     path = tmp_path / "agent.yaml"
     path.write_text(
-        f"name: support\nmodel: test\ntools: [{tools}:lookup_order, {tools}:close_account]\n",
+        f"name: support\nmodel: test\ntools: [{tools}:lookup_order, {tools}:delete_account]\n",
         encoding="utf-8",
     )
     return path
@@ -151,7 +114,7 @@ def test_run_passes_the_role_to_an_agent_spec(
         ["run", str(spec), "order 7", "--json", "--role", "viewer", "--db", str(db)], capsys
     )
 
-    assert code == APPROVAL_EXIT_CODE  # close_account waits for a person
+    assert code == APPROVAL_EXIT_CODE  # delete_account waits for a person
     body = json.loads(out)
     assert run_roles(body["trace"]) == ["viewer"]
     assert "--role" not in body["continue"]
@@ -181,7 +144,7 @@ def test_approve_resumes_a_system_run_in_its_role(
 def test_approve_passes_the_role_to_an_agent_spec(
     spec: Path, db: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = shoal(["run", str(spec), "close 3", "--json", "--db", str(db)], capsys)
+    code, out, _ = shoal(["run", str(spec), "delete 3", "--json", "--db", str(db)], capsys)
     assert code == APPROVAL_EXIT_CODE
     first = json.loads(out)
     assert run_roles(first["trace"]) == [None]

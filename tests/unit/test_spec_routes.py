@@ -6,9 +6,7 @@ or after the model exhausted its retries (``fallback``).
 
 from __future__ import annotations
 
-import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,18 +16,11 @@ from shoal.exceptions import ModelBehaviorError, SpecError
 from shoal.messages import Message, ToolMessage
 from shoal.models import FunctionModel, ModelRequestParameters
 from shoal.spec import RouteSpec, load_agent_spec, load_system
+from tests.unit import _systems
 
-TOOLS_MODULE = '''\
+#: besides the shared tools: a second tool and a route's arguments function
+EXTRA_TOOLS = '''\
 import re
-
-
-def lookup_order(order_id: str) -> dict:
-    """Look up an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return {"order_id": order_id, "status": "shipped"}
 
 
 def greet(name: str = "there") -> str:
@@ -63,11 +54,9 @@ BROKEN = "<tool_call>{broken"
 
 @pytest.fixture
 def tools_module(tmp_path: Path) -> Iterator[str]:
-    """A tools module next to the spec files, under a name no other test uses."""
-    name = f"route_tools_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(TOOLS_MODULE, encoding="utf-8")
-    yield name
-    sys.modules.pop(name, None)
+    """The shared tools and :data:`EXTRA_TOOLS`, next to the spec files."""
+    with _systems.tools_module(tmp_path, "route_tools", EXTRA_TOOLS) as name:
+        yield name
 
 
 def write(directory: Path, text: str, module: str, name: str = "agent.yaml") -> Path:

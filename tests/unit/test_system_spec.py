@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 import textwrap
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,27 +20,11 @@ from shoal.orchestration import Router, Team
 from shoal.spec import System, SystemSpec, is_system_file, load_system
 from shoal.spec.system_build import SYSTEM_KEY, approval_decisions, pending_calls
 from shoal.threads import InMemoryThreadStore
+from tests.unit._systems import tools_module
 
-TOOLS = '''\
+#: besides the shared tools: a guard factory, a step, a combiner and a name that is no guard
+EXTRA_TOOLS = """\
 from shoal.guards import SizeLimitGuard
-
-
-def lookup_order(order_id: str) -> dict:
-    """Look up an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return {"order_id": order_id, "status": "shipped"}
-
-
-def refund(order_id: str) -> str:
-    """Refund an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return f"refunded {order_id}"
 
 
 def shout(text: str) -> str:
@@ -58,7 +40,7 @@ def small_guard(max_chars: int = 10):
 
 
 NOT_A_GUARD = 42
-'''
+"""
 
 SYSTEM = """\
 name: shop
@@ -95,10 +77,8 @@ entry: triage
 
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[str]:
-    name = f"system_tools_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(TOOLS, encoding="utf-8")
-    yield name
-    sys.modules.pop(name, None)
+    with tools_module(tmp_path, "system_tools", EXTRA_TOOLS) as name:
+        yield name
 
 
 def write(directory: Path, text: str, tools: str = "tools", name: str = "system.yaml") -> Path:

@@ -8,8 +8,6 @@ and answers with the results as JSON, so the answer names the tools the role was
 from __future__ import annotations
 
 import json
-import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,35 +21,8 @@ from shoal.messages import Message, ToolCall, ToolMessage
 from shoal.models import FunctionModel, Model, ModelRequestParameters, TestModel
 from shoal.server import ServerSettings
 from shoal.server.settings import parse_role_keys
+from tests.unit._systems import tools_module, write_system
 from tests.unit.server.conftest import MakeClient
-
-TOOLS = '''\
-def lookup_order(order_id: str) -> str:
-    """Look up an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return f"order {order_id} shipped"
-
-
-def refund(order_id: str) -> str:
-    """Refund an order.
-
-    Args:
-        order_id: The order number.
-    """
-    return f"refunded {order_id}"
-
-
-def close_account(customer_id: str) -> str:
-    """Close a customer's account.
-
-    Args:
-        customer_id: The customer.
-    """
-    return f"closed {customer_id}"
-'''
 
 SYSTEM = """\
 name: shop
@@ -66,7 +37,7 @@ guards:
         clerk: [lookup_order, refund]
 agents:
   desk:
-    tools: [{m}:lookup_order, {m}:refund, {m}:close_account]
+    tools: [{m}:lookup_order, {m}:refund, {m}:delete_account]
   cashier:
     tools: [{m}:lookup_order, {m}:refund]
     approval: [refund]
@@ -98,16 +69,13 @@ def always_refund(messages: list[Message], params: ModelRequestParameters) -> An
 
 @pytest.fixture
 def tools(tmp_path: Path) -> Iterator[str]:
-    name = f"role_key_tools_{uuid.uuid4().hex[:12]}"
-    (tmp_path / f"{name}.py").write_text(TOOLS, encoding="utf-8")
-    yield name
-    sys.modules.pop(name, None)
+    with tools_module(tmp_path, "role_key_tools") as name:
+        yield name
 
 
 @pytest.fixture
 def client(make_client: MakeClient, tmp_path: Path, tools: str) -> TestClient:
-    system = tmp_path / "system.yaml"
-    system.write_text(SYSTEM.replace("{m}", tools), encoding="utf-8")
+    system = write_system(tmp_path, SYSTEM, tools)
     models: dict[str, Model] = {
         "qwen2.5-coder-0.5b": TestModel(name="qwen2.5-coder-0.5b"),
         "smollm2-135m": FunctionModel(always_refund, name="smollm2-135m"),
