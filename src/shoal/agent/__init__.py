@@ -7,6 +7,7 @@ from shoal.agent.approval import (
     calls_to_json,
     check_decisions,
     pending_approval,
+    stored_role,
 )
 from shoal.agent.calls import current_role
 from shoal.agent.result import (
@@ -41,4 +42,5 @@ __all__ = [
     "check_decisions",
     "current_role",
     "pending_approval",
+    "stored_role",
 ]

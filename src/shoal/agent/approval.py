@@ -31,6 +31,7 @@ __all__ = [
     "calls_to_json",
     "check_decisions",
     "pending_approval",
+    "stored_role",
 ]
 
 #: the thread metadata key of a paused run's record
@@ -87,7 +88,8 @@ def pending_calls(record: Mapping[str, Any]) -> list[ToolCall]:
 
 
 def stored_role(record: Mapping[str, Any]) -> str | None:
-    """The role the paused run had (None: none, or a record from before roles were kept)."""
+    """The role a paused run had, from its stored record (an agent's approval record or a
+    flow's position): None for none, or a record from before roles were kept."""
     role = record.get("role")
     return role if isinstance(role, str) else None
 

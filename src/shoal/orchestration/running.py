@@ -30,7 +30,13 @@ from typing import Any
 
 from pydantic_core import to_jsonable_python
 
-from shoal.agent import calls_from_json, calls_to_json, check_decisions, pending_approval
+from shoal.agent import (
+    calls_from_json,
+    calls_to_json,
+    check_decisions,
+    pending_approval,
+    stored_role,
+)
 from shoal.exceptions import ApprovalError, UserError
 from shoal.messages import AssistantMessage, Message, ToolCall, Usage, UserMessage
 from shoal.observability import RunRecorder, TraceEvent
@@ -306,10 +312,7 @@ class StatelessFlow(FlowBase):
         check_decisions(decision.approve, calls_from_json(state.get("waiting")))
         if decision.role is None:
             # the flow goes on in the role it started with, not the approver's
-            stored = state.get("role")
-            decision = dataclasses.replace(
-                decision, role=stored if isinstance(stored, str) else None
-            )
+            decision = dataclasses.replace(decision, role=stored_role(state))
         await write_state(self.store, thread, self.name, None)
         run = FlowRun(self, thread)
         result = await run.execute(

@@ -12,7 +12,7 @@ several agents on several models: their agents' models take a queue slot per mod
 held per task: code that already holds an engine's slot (an agent run, whose tool asks another
 agent on the same model) does not queue for it again (:meth:`ServerState.admit`).
 
-Every run and resume takes the caller's ``role`` (:func:`~shoal.server.auth.caller_role`: the
+Every run takes the caller's ``role`` (:func:`~shoal.server.auth.caller_role`: the
 role of the request's API key, ``None`` for none); the agent's guards decide by it.
 """
 
@@ -272,14 +272,14 @@ class ServerState:
         *,
         approve: bool | Mapping[str, bool],
         reason: str,
-        role: str | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> RunResult[Any]:
-        """An agent's paused run, continued under a queue slot and the deadline."""
+        """An agent's paused run, continued under a queue slot and the deadline, in the role it
+        started with (kept with the paused run, not the approver's)."""
 
         async def work() -> RunResult[Any]:
             async with admitted(engine):
-                result = await agent.resume(thread, approve=approve, reason=reason, role=role)
+                result = await agent.resume(thread, approve=approve, reason=reason)
             self.record(engine, result)
             return result
 
@@ -307,11 +307,11 @@ class ServerState:
         approve: bool | Mapping[str, bool],
         reason: str,
         member: str | None = None,
-        role: str | None = None,
         disconnected: Callable[[], Awaitable[bool]] | None = None,
     ) -> FlowResult:
-        """Continue a system's run paused for approval in ``thread``."""
-        run = hosted.system.resume(thread, approve=approve, reason=reason, agent=member, role=role)
+        """Continue a system's run paused for approval in ``thread``, in the role it started
+        with."""
+        run = hosted.system.resume(thread, approve=approve, reason=reason, agent=member)
         return await self._flow(hosted, run, disconnected)
 
     async def _flow(

@@ -576,6 +576,7 @@ def _as_critic(agent: Agent[Any]) -> Agent[Any]:
         retries=agent.retries,
         store=agent.store,
         guards=agent.guards,
+        role=agent.role,
     )
 
 
